@@ -1,0 +1,79 @@
+"""Configurations as dataclasses: the model variants and the inference settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class CLIPConfig:
+    """A ResNet CLIP (image tower + text tower), as in OpenAI's release."""
+
+    name: str = "RN50"
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    width: int = 64
+    heads: int = 32
+    image_size: int = 224
+    embed_dim: int = 1024
+    vocab_size: int = 49408
+    context_length: int = 77
+    text_width: int = 512
+    text_heads: int = 8
+    text_layers: int = 12
+
+
+@dataclass(frozen=True)
+class EOVSegConfig:
+    """Architecture of one EOV-Seg variant (defaults: EOV-Seg S, ResNet-50 CLIP)."""
+
+    variant: str = "S"
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    vit_width: int = 768
+    vit_heads: int = 12
+    vit_patch_size: int = 16
+    vit_image_size: int = 224
+    agg_dim: int = 128
+    hidden_dim: int = 256
+    num_queries: int = 100
+    num_stages: int = 3
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    size_divisibility: int = 32
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Test-time settings of the published R50 config, all overridable."""
+
+    min_size: int = 640  # short side after resizing; 0 keeps the input size
+    max_size: int = 2560  # cap on the long side
+    ensemble_alpha: float = 0.4  # weight of CLIP's own prediction for seen classes
+    ensemble_beta: float = 0.8  # ... and for classes unseen in training
+    ensemble_on_valid_mask: bool = True
+    object_mask_threshold: float = 0.0
+    overlap_threshold: float = 0.8
+
+
+RN50 = CLIPConfig()
+RN50X4 = CLIPConfig(
+    name="RN50x4", layers=(4, 6, 10, 6), width=80, heads=40, image_size=288, embed_dim=640, text_width=640, text_heads=10
+)
+
+VARIANTS: dict[str, EOVSegConfig] = {
+    "S": EOVSegConfig(variant="S", clip=RN50),
+    "M": EOVSegConfig(variant="M", clip=RN50X4),
+}
+VARIANT_ALIASES = {"rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M"}
+
+
+def variant_config(name: str) -> EOVSegConfig:
+    """`S`/`RN50` or `M`/`RN50x4`. EOV-Seg L (ConvNeXt-L CLIP) is not implemented yet."""
+    key = VARIANT_ALIASES.get(name.lower())
+    if key is None:
+        if name.lower() in ("l", "convnext-l", "convnext_large"):
+            raise NotImplementedError("EOV-Seg L (ConvNeXt-L CLIP) is not supported yet; use S (RN50) or M (RN50x4)")
+        raise ValueError(f"unknown EOV-Seg variant {name!r}; choose one of S (RN50), M (RN50x4)")
+    return VARIANTS[key]
+
+
+__all__ = ["CLIPConfig", "EOVSegConfig", "InferenceConfig", "VARIANTS", "variant_config", "replace"]

@@ -1,0 +1,109 @@
+"""Small layers shared by several components."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU that OpenAI's CLIP weights were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of an NCHW tensor (eps 1e-6, as in SAM's upscaler)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class PackedMultiheadAttention(nn.Module):
+    """Multi-head attention with nn.MultiheadAttention's parameter names, batch first.
+
+    Keeping `in_proj_weight`/`out_proj` lets CLIP and EOV-Seg checkpoints load as they
+    are, while the forward goes through scaled_dot_product_attention (fused kernels,
+    exportable to ONNX) instead of nn.MultiheadAttention's sequence-first API.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x: [B, L, C] -> [B, L, C] (self-attention)."""
+        batch, length, _ = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = qkv.view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
+        out = out.transpose(1, 2).reshape(batch, length, self.embed_dim)
+        return self.out_proj(out)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """CLIP's pre-norm transformer block (QuickGELU MLP, as in the OpenAI weights)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = PackedMultiheadAttention(width, heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [("c_fc", nn.Linear(width, hidden)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(hidden, width))]
+            )
+        )
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (DETR's prediction MLP)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def interpolate_grid_embedding(grid_embedding: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a square [S*S, C] positional embedding to [height*width, C] bilinearly.
+
+    CLIP's positional embeddings are learnt for 224px inputs; dense prediction at other
+    sizes resamples them (align_corners=False, as the published model does).
+    """
+    size = int(round(grid_embedding.shape[0] ** 0.5))
+    channels = grid_embedding.shape[1]
+    grid = grid_embedding.reshape(1, size, size, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(height * width, channels)

@@ -1,0 +1,192 @@
+"""From network outputs to labels: class scores, the in/out-vocabulary ensemble,
+semantic maps and panoptic fusion. Everything runs on the tensors' device, batched
+over queries; the only host transfer is the caller's, once per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def class_logits(
+    embeddings: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, class_index: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """Cosine logits against text rows, best synonym per class, void last.
+
+    embeddings [B, Q, D]; text [T+1, D] with void as the last row; class_index [T] maps
+    rows to classes -> [B, Q, num_classes + 1].
+    """
+    scale = logit_scale.exp().clamp(max=100)
+    logits = scale * F.normalize(embeddings, dim=-1) @ text.t()
+    per_row, void = logits[..., :-1], logits[..., -1:]
+    index = class_index.expand(*per_row.shape[:-1], -1)
+    per_class = per_row.new_full((*per_row.shape[:-1], num_classes), float("-inf"))
+    per_class = per_class.scatter_reduce(-1, index, per_row, reduce="amax", include_self=True)
+    return torch.cat([per_class, void], dim=-1)
+
+
+def ensemble_logits(
+    in_vocab: torch.Tensor,
+    out_vocab: torch.Tensor,
+    valid: torch.Tensor,
+    seen: torch.Tensor,
+    alpha: float,
+    beta: float,
+) -> torch.Tensor:
+    """Geometric ensemble of the decoder's and CLIP's class probabilities.
+
+    in_vocab, out_vocab: [B, Q, K+1] logits (void last); valid [B, Q]: the query's mask
+    has pixels where CLIP pooled (else CLIP's vote is ignored); seen [K] bool.
+    Returns log-probabilities [B, Q, K+1] whose void entry is the decoder's.
+    The published formula multiplies log(p) by the seen/unseen masks, which turns an
+    underflowed probability into NaN; choosing the exponent per class gives the same
+    numbers wherever that one is finite.
+    """
+    in_probs = in_vocab[..., :-1].softmax(-1)
+    out_probs = out_vocab[..., :-1].softmax(-1)
+    weight = torch.where(seen, alpha, beta).to(in_probs.dtype)  # [K]
+    weight = weight * valid.to(in_probs.dtype).unsqueeze(-1)  # [B, Q, K]
+    combined = (in_probs ** (1 - weight) * out_probs**weight).log()
+    void = in_vocab.softmax(-1)[..., -1:]
+    probs = torch.cat([combined.softmax(-1) * (1.0 - void), void], dim=-1)
+    return torch.log(probs + 1e-8)
+
+
+def semantic_probabilities(mask_cls: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """mask_cls [Q, K+1] logits, mask_logits [Q, H, W] -> per-class scores [K, H, W]."""
+    probs = mask_cls.softmax(-1)[:, :-1]
+    masks = mask_logits.sigmoid()
+    return (probs.t() @ masks.flatten(1)).view(-1, *masks.shape[-2:])
+
+
+@dataclass
+class PanopticResult:
+    """panoptic [H, W] int32 segment ids (0 = no segment); per segment, in id order:
+    query index, class, is_thing, score."""
+
+    panoptic: torch.Tensor
+    query: torch.Tensor
+    category: torch.Tensor
+    is_thing: torch.Tensor
+    score: torch.Tensor
+
+
+def panoptic_fusion(
+    mask_cls: torch.Tensor,
+    mask_logits: torch.Tensor,
+    thing_classes: torch.Tensor,
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.8,
+) -> PanopticResult:
+    """The published panoptic inference, without its per-query Python loop.
+
+    Each kept query (not void, score above threshold) claims the pixels where its
+    score-weighted mask probability is highest; a query survives when it keeps at least
+    `overlap_threshold` of its own confident (>= 0.5) area; surviving stuff queries of
+    one class merge into the segment of the first of them. Ids follow query order.
+    mask_cls [Q, K+1], mask_logits [Q, H, W], thing_classes [K] bool.
+    """
+    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
+    device = mask_logits.device
+    scores, labels = mask_cls.softmax(-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    masks = mask_logits.sigmoid()
+
+    prob_masks = torch.where(keep[:, None, None], scores[:, None, None] * masks, torch.full_like(masks, -1.0))
+    owner = prob_masks.argmax(0)  # [H, W]: first query with the highest value
+    confident = masks >= 0.5
+    owner_confident = confident.gather(0, owner.unsqueeze(0)).squeeze(0)
+
+    flat_owner = owner.flatten()
+    claimed = torch.bincount(flat_owner, minlength=num_queries)
+    claimed_confident = torch.zeros(num_queries, dtype=claimed.dtype, device=device).scatter_add_(
+        0, flat_owner, owner_confident.flatten().to(claimed.dtype)
+    )
+    own_area = confident.flatten(1).sum(1)
+    ratio_ok = claimed.to(torch.float64) / own_area.clamp(min=1).to(torch.float64) >= overlap_threshold
+    survives = keep & (claimed > 0) & (own_area > 0) & (claimed_confident > 0) & ratio_ok
+
+    is_thing = thing_classes.to(device)[labels.clamp(max=num_classes - 1)]
+    stuff = survives & ~is_thing
+    index = torch.arange(num_queries, device=device)
+    same_stuff = (labels[:, None] == labels[None, :]) & stuff[:, None] & stuff[None, :] & (index[None, :] <= index[:, None])
+    first_of_class = torch.where(stuff, same_stuff.float().argmax(1), index)
+    opens_segment = survives & (is_thing | (first_of_class == index))
+    ids = torch.cumsum(opens_segment.to(torch.int32), 0)
+    segment_of_query = torch.where(survives, ids[first_of_class], torch.zeros_like(ids))
+
+    panoptic = torch.where(owner_confident, segment_of_query[owner], torch.zeros_like(owner, dtype=torch.int32))
+    opened = torch.nonzero(opens_segment).squeeze(1)  # in query order == id order
+    return PanopticResult(
+        panoptic=panoptic.to(torch.int32),
+        query=opened,
+        category=labels[opened],
+        is_thing=is_thing[opened],
+        score=scores[opened],
+    )
+
+
+@dataclass
+class SegmentStats:
+    """Per segment id 1..N: area in pixels, box (x0, y0, x1, y1) inclusive, centroid (x, y)."""
+
+    area: torch.Tensor
+    box: torch.Tensor
+    centroid: torch.Tensor
+
+
+def segment_stats(panoptic: torch.Tensor, num_segments: int) -> SegmentStats:
+    """Areas, boxes and centroids of segments 1..num_segments in one pass over the pixels."""
+    height, width = panoptic.shape
+    device = panoptic.device
+    flat = panoptic.flatten().long()
+    ys = torch.arange(height, device=device).repeat_interleave(width)
+    xs = torch.arange(width, device=device).repeat(height)
+    n = num_segments + 1
+    area = torch.bincount(flat, minlength=n)[:n]
+
+    def reduce(values: torch.Tensor, how: str, fill: int) -> torch.Tensor:
+        out = torch.full((n,), fill, dtype=torch.long, device=device)
+        return out.scatter_reduce(0, flat, values, reduce=how, include_self=True)
+
+    box = torch.stack(
+        [reduce(xs, "amin", width), reduce(ys, "amin", height), reduce(xs, "amax", -1), reduce(ys, "amax", -1)], dim=1
+    )
+    sums = torch.zeros(n, 2, dtype=torch.float64, device=device)
+    sums.index_add_(0, flat, torch.stack([xs, ys], dim=1).to(torch.float64))
+    centroid = sums / area.clamp(min=1).unsqueeze(1)
+    return SegmentStats(area=area[1:], box=box[1:], centroid=centroid[1:].float())
+
+
+def upsample_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int], output_size: tuple[int, int]) -> torch.Tensor:
+    """[B, Q, Hp/4, Wp/4] -> [B, Q, H_out, W_out] the published way: to the padded input,
+    crop the padding, then to the output resolution."""
+    masks = F.interpolate(mask_logits, size=padded_size, mode="bilinear", align_corners=False)
+    masks = masks[..., : image_size[0], : image_size[1]]
+    if tuple(image_size) != tuple(output_size):
+        masks = F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)
+    return masks
+
+
+def classify_masks(
+    class_embeddings: torch.Tensor,
+    clip_embeddings: torch.Tensor,
+    clip_mask_valid: torch.Tensor,
+    text_with_void: torch.Tensor,
+    class_index: torch.Tensor,
+    seen: torch.Tensor,
+    class_logit_scale: torch.Tensor,
+    clip_logit_scale: torch.Tensor,
+    alpha: float,
+    beta: float,
+    ensemble_on_valid_mask: bool = True,
+) -> torch.Tensor:
+    """Final per-query class log-probabilities [B, Q, K+1] (void last): the decoder's
+    classification ensembled with CLIP's own view of each mask."""
+    num_classes = seen.shape[0]
+    in_vocab = class_logits(class_embeddings, text_with_void, class_logit_scale, class_index, num_classes)
+    out_vocab = class_logits(clip_embeddings, text_with_void, clip_logit_scale, class_index, num_classes)
+    valid = clip_mask_valid if ensemble_on_valid_mask else torch.ones_like(clip_mask_valid)
+    return ensemble_logits(in_vocab, out_vocab, valid, seen, alpha, beta)

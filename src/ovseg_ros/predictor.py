@@ -1,0 +1,273 @@
+"""The predictor facade: set a vocabulary, call it on images, get panoptic results.
+
+    predictor = Predictor.from_checkpoint("eov_seg_r50.pth")
+    predictor.set_vocabulary("person; forklift; pallet; floor", things="person; forklift; pallet")
+    result = predictor(image)          # H x W x 3 uint8 RGB
+    result.panoptic, result.segments, result.semantic
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ovseg_ros.checkpoint import load_checkpoint
+from ovseg_ros.config import EOVSegConfig, InferenceConfig, variant_config
+from ovseg_ros.engine import EngineOutput, TorchEngine
+from ovseg_ros.modeling import EOVSeg
+from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
+from ovseg_ros.preprocess import Batch, preprocess
+from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, VocabularyError
+
+log = logging.getLogger(__name__)
+
+STAND_IN_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!!  STAND-IN RANDOM WEIGHTS: the model is untrained and its output is noise.  !!\n"
+    "!!  Use this only for smoke tests and demos; pass a checkpoint for real use.  !!\n" + "!" * 78
+)
+
+
+class MissingWeightsError(RuntimeError):
+    """Raised when no checkpoint is given and stand-in weights were not asked for."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int  # value in the panoptic image
+    category: int  # class index in the vocabulary
+    label: str
+    is_thing: bool
+    score: float
+    area: int  # pixels
+    bbox: tuple[int, int, int, int]  # x, y, width, height
+    centroid: tuple[float, float]  # x, y
+
+
+@dataclass
+class Prediction:
+    panoptic: np.ndarray  # H x W int32 segment ids, 0 = no segment
+    semantic: np.ndarray  # H x W int32 class index (argmax of the semantic scores)
+    segments: list[Segment]
+    vocabulary_version: int
+    probabilities: np.ndarray | None = None  # K x H x W semantic scores, when asked for
+
+
+@dataclass(frozen=True)
+class VocabularyState:
+    """Everything a frame needs from one vocabulary; swapped whole, never mutated."""
+
+    vocabulary: Vocabulary
+    version: int
+    text_with_void: torch.Tensor  # [T+1, D]
+    text: torch.Tensor  # [T, D]
+    class_index: torch.Tensor  # [T]
+    seen: torch.Tensor  # [K] bool
+    is_thing: torch.Tensor  # [K] bool
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per pipeline step in the last call (for diagnostics and benchmarks)."""
+
+    values: dict[str, float] = field(default_factory=dict)
+
+
+class Predictor:
+    def __init__(self, engine: TorchEngine, text_embedder: TextEmbedder, config: InferenceConfig = InferenceConfig()) -> None:
+        self.engine = engine
+        self.text_embedder = text_embedder
+        self.config = config
+        self.device = engine.device
+        self.model_config: EOVSegConfig = engine.model.config
+        self._state: VocabularyState | None = None
+        self._lock = threading.Lock()
+        self._pixel_mean = torch.tensor(self.model_config.pixel_mean, device=self.device)
+        self._pixel_std = torch.tensor(self.model_config.pixel_std, device=self.device)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path | None,
+        variant: str = "S",
+        device: str = "cpu",
+        config: InferenceConfig = InferenceConfig(),
+        stand_in_weights: bool = False,
+    ) -> "Predictor":
+        """Build the model and load a checkpoint. Without one, refuse unless
+        `stand_in_weights` is set, in which case weights are random and a banner says so."""
+        model = build_model(checkpoint, variant, stand_in_weights)
+        engine = TorchEngine(model, device)
+        return cls(engine, TextEmbedder(engine.model.text_encoder), config)
+
+    @property
+    def vocabulary(self) -> Vocabulary | None:
+        state = self._state
+        return state.vocabulary if state else None
+
+    @property
+    def vocabulary_version(self) -> int:
+        state = self._state
+        return state.version if state else 0
+
+    def prepare_vocabulary(self, classes: str | Sequence[str], things=None) -> VocabularyState:
+        """Validate and encode a vocabulary without activating it (raises VocabularyError)."""
+        vocabulary = Vocabulary.parse(classes, things)
+        self.text_embedder.check_fits(vocabulary)
+        text, class_index = self.text_embedder.classifier(vocabulary)
+        text = text.to(self.device)
+        with torch.inference_mode():
+            text_with_void = self.engine.model.text_with_void(text)
+        return VocabularyState(
+            vocabulary=vocabulary,
+            version=-1,
+            text_with_void=text_with_void,
+            text=text,
+            class_index=class_index.to(self.device),
+            seen=torch.tensor(vocabulary.seen_in_training(), device=self.device),
+            is_thing=torch.tensor(vocabulary.is_thing, device=self.device),
+        )
+
+    def activate(self, state: VocabularyState) -> int:
+        """Swap a prepared vocabulary in; frames already running keep the old one."""
+        with self._lock:
+            version = self.vocabulary_version + 1
+            self._state = VocabularyState(**{**state.__dict__, "version": version})
+        return version
+
+    def set_vocabulary(self, classes: str | Sequence[str], things=None) -> int:
+        """Validate, encode and activate; on error the previous vocabulary stays."""
+        return self.activate(self.prepare_vocabulary(classes, things))
+
+    def __call__(self, image: np.ndarray, return_probabilities: bool = False) -> Prediction:
+        return self.predict([image], return_probabilities)[0]
+
+    def predict(self, images: Sequence[np.ndarray], return_probabilities: bool = False, times: StageTimes | None = None) -> list[Prediction]:
+        state = self._state
+        if state is None:
+            raise VocabularyError("no vocabulary set: call set_vocabulary first")
+        clock = _Clock(self.device, times)
+        batch = preprocess(
+            images,
+            self._pixel_mean,
+            self._pixel_std,
+            self.config.min_size,
+            self.config.max_size,
+            self.model_config.size_divisibility,
+            self.device,
+        )
+        clock.lap("preprocess")
+        output = self.engine(batch.images, state.text)
+        clock.lap("engine")
+        results = self.postprocess(output, batch, state, return_probabilities)
+        clock.lap("postprocess")
+        return results
+
+    @torch.inference_mode()
+    def postprocess(self, output: EngineOutput, batch: Batch, state: VocabularyState, return_probabilities: bool = False) -> list[Prediction]:
+        cfg = self.config
+        mask_cls = classify_masks(
+            output.class_embeddings,
+            output.clip_embeddings,
+            output.clip_mask_valid,
+            state.text_with_void,
+            state.class_index,
+            state.seen,
+            self.engine.class_logit_scale,
+            self.engine.clip_logit_scale,
+            cfg.ensemble_alpha,
+            cfg.ensemble_beta,
+            cfg.ensemble_on_valid_mask,
+        )
+        results = []
+        for i in range(len(batch.input_sizes)):
+            masks = upsample_masks(output.mask_logits[i : i + 1], batch.padded_size, batch.resized_sizes[i], batch.input_sizes[i])[0]
+            probabilities = semantic_probabilities(mask_cls[i], masks)
+            fused = panoptic_fusion(mask_cls[i], masks, state.is_thing, cfg.object_mask_threshold, cfg.overlap_threshold)
+            stats = segment_stats(fused.panoptic, fused.query.shape[0])
+            results.append(self._to_prediction(state, fused, stats, probabilities, return_probabilities))
+        return results
+
+    @staticmethod
+    def _to_prediction(state, fused, stats, probabilities, return_probabilities) -> Prediction:
+        labels = state.vocabulary.labels
+        category = fused.category.tolist()
+        is_thing = fused.is_thing.tolist()
+        score = fused.score.tolist()
+        area = stats.area.tolist()
+        box = stats.box.tolist()
+        centroid = stats.centroid.tolist()
+        segments = [
+            Segment(
+                id=i + 1,
+                category=category[i],
+                label=labels[category[i]],
+                is_thing=is_thing[i],
+                score=score[i],
+                area=area[i],
+                bbox=(box[i][0], box[i][1], box[i][2] - box[i][0] + 1, box[i][3] - box[i][1] + 1) if area[i] else (0, 0, 0, 0),
+                centroid=(centroid[i][0], centroid[i][1]),
+            )
+            for i in range(len(category))
+        ]
+        return Prediction(
+            panoptic=fused.panoptic.cpu().numpy(),
+            semantic=probabilities.argmax(0).to(torch.int32).cpu().numpy(),
+            segments=segments,
+            vocabulary_version=state.version,
+            probabilities=probabilities.float().cpu().numpy() if return_probabilities else None,
+        )
+
+
+def build_model(checkpoint: str | Path | None, variant: str = "S", stand_in_weights: bool = False) -> EOVSeg:
+    model = EOVSeg(variant_config(variant)).eval()
+    if checkpoint:
+        skipped = load_checkpoint(model, checkpoint)
+        log.info("loaded %s (%d unused keys skipped)", checkpoint, len(skipped))
+    elif stand_in_weights:
+        log.warning(STAND_IN_BANNER)
+        _randomize(model)
+    else:
+        raise MissingWeightsError(
+            "no checkpoint given. Download an EOV-Seg checkpoint (see README: 'Weights') and pass its path, "
+            "or ask for stand-in random weights explicitly (--weights random / stand_in_weights:=true) "
+            "for a smoke test; their output is meaningless."
+        )
+    return model
+
+
+def _randomize(model: EOVSeg) -> None:
+    """Deterministic random weights with sane scales (for smoke tests and demos)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+
+
+class _Clock:
+    """Wall time per step; synchronises CUDA only when someone asks for times."""
+
+    def __init__(self, device: torch.device, times: StageTimes | None) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self._device = device
+        self._times = times
+        self._last = self._time()
+
+    def lap(self, name: str) -> None:
+        if self._times is None:
+            return
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        now = self._time()
+        self._times.values[name] = now - self._last
+        self._last = now

@@ -1,0 +1,240 @@
+"""Vocabularies: parsing and validation, prompt templates, and cached CLIP text embeddings.
+
+A vocabulary is a list of classes; each class has one or more synonyms
+("car, automobile"). Each synonym is expanded with the 14 ViLD templates, encoded by
+CLIP's text tower, averaged over templates; a class scores as its best synonym.
+
+Normalisation (documented, applied everywhere): Unicode NFKC, runs of white space
+collapsed to one space, ends trimmed, lower case (CLIP's tokenizer lower-cases anyway).
+Rejected with a reason: no classes, an empty name, control characters, a name whose
+longest prompt does not fit CLIP's 77-token context, a name used twice after
+normalisation, things that name no class.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ovseg_ros.coco_classes import coco_training_names
+
+VILD_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "a photo of a {} in the scene",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+)
+
+MAX_CLASSES = 1024
+
+
+class VocabularyError(ValueError):
+    """A vocabulary that cannot be used; the message says why."""
+
+
+def normalize_name(name: str) -> str:
+    text = unicodedata.normalize("NFKC", name)
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Validated classes. `classes[i]` are the synonyms of class i; the first one is its label."""
+
+    classes: tuple[tuple[str, ...], ...]
+    is_thing: tuple[bool, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        return [synonyms[0] for synonyms in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def seen_in_training(self) -> list[bool]:
+        """Whether any synonym of a class is a COCO panoptic training name."""
+        training = coco_training_names()
+        return [any(name in training for name in synonyms) for synonyms in self.classes]
+
+    def as_strings(self) -> list[str]:
+        return [", ".join(synonyms) for synonyms in self.classes]
+
+    @classmethod
+    def parse(
+        cls,
+        classes: str | Sequence[str],
+        things: str | Sequence[str] | Sequence[int] | None = None,
+        max_classes: int = MAX_CLASSES,
+    ) -> "Vocabulary":
+        """classes: "person; car, automobile; tree" or ["person", "car, automobile", "tree"].
+        things: the same forms naming classes (any synonym), or class indices; None = none."""
+        entries = _split_classes(classes)
+        if not entries:
+            raise VocabularyError("the vocabulary is empty: give at least one class name")
+        if len(entries) > max_classes:
+            raise VocabularyError(f"{len(entries)} classes is more than the limit of {max_classes}")
+        parsed: list[tuple[str, ...]] = []
+        owner: dict[str, int] = {}
+        for index, entry in enumerate(entries):
+            synonyms = []
+            for raw in entry.split(","):
+                name = _checked_name(raw, index, entry)
+                if name in owner:
+                    where = "twice in the same class" if owner[name] == index else f"in classes {owner[name]} and {index}"
+                    raise VocabularyError(f"name {name!r} appears {where} (after normalisation)")
+                owner[name] = index
+                synonyms.append(name)
+            parsed.append(tuple(synonyms))
+        thing_flags = [False] * len(parsed)
+        for index in _thing_indices(things, owner, len(parsed)):
+            thing_flags[index] = True
+        return cls(tuple(parsed), tuple(thing_flags))
+
+
+def _split_classes(classes: str | Sequence[str]) -> list[str]:
+    if isinstance(classes, str):
+        items = classes.split(";")
+        if len(items) == 1 and not classes.strip():
+            return []
+        return items
+    if not isinstance(classes, Sequence):
+        raise VocabularyError(f"classes must be a string or a list of strings, not {type(classes).__name__}")
+    for item in classes:
+        if not isinstance(item, str):
+            raise VocabularyError(f"class names must be strings, got {type(item).__name__}")
+    return list(classes)
+
+
+def _checked_name(raw: str, index: int, entry: str) -> str:
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and not ch.isspace() for ch in raw):
+        raise VocabularyError(f"class {index} ({entry!r}) contains control or unassigned characters")
+    name = normalize_name(raw)
+    if not name:
+        raise VocabularyError(f"class {index} ({entry!r}) has an empty name")
+    return name
+
+
+def _thing_indices(things, owner: dict[str, int], num_classes: int) -> list[int]:
+    if things is None:
+        return []
+    if isinstance(things, str):
+        things = [t for t in re.split(r"[;,]", things) if t.strip()]
+    indices = []
+    for item in things:
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise VocabularyError(f"things must be class names or indices, got {item!r}")
+        if isinstance(item, int):
+            if not 0 <= item < num_classes:
+                raise VocabularyError(f"thing index {item} is outside 0..{num_classes - 1}")
+            indices.append(item)
+            continue
+        for part in item.split(","):
+            name = normalize_name(part)
+            if not name:
+                continue
+            if name not in owner:
+                raise VocabularyError(f"thing {name!r} is not one of the classes")
+            indices.append(owner[name])
+    return indices
+
+
+def prompts_for(name: str) -> list[str]:
+    return [template.format(name) for template in VILD_TEMPLATES]
+
+
+class TextEmbedder:
+    """CLIP text embeddings per name, cached, encoded with prompts cut to their length.
+
+    Changing the vocabulary only encodes names not seen before; the template average of
+    each name is kept (normalised), so the classifier for any vocabulary is a gather.
+    """
+
+    def __init__(self, text_encoder: torch.nn.Module, tokenizer=None, batch_size: int = 256) -> None:
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
+        self.batch_size = batch_size
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.text_encoder.parameters()).device
+
+    def check_fits(self, vocabulary: Vocabulary) -> None:
+        """Refuse names whose longest prompt would not fit CLIP's context."""
+        context = self.text_encoder.context_length
+        longest = max(VILD_TEMPLATES, key=len)
+        for synonyms in vocabulary.classes:
+            for name in synonyms:
+                if name in self._cache:
+                    continue
+                count = len(self.tokenizer.encode(longest.format(name))) + 2  # start and end tokens
+                if count > context:
+                    raise VocabularyError(
+                        f"name {name[:40]!r}... is too long: its prompts need {count} tokens, CLIP takes {context}"
+                    )
+
+    def embed_names(self, names: Iterable[str]) -> torch.Tensor:
+        """[N, D] normalised template-averaged embeddings, encoding only uncached names."""
+        names = list(names)
+        missing = list(dict.fromkeys(n for n in names if n not in self._cache))
+        if missing:
+            self._cache.update(zip(missing, self._encode(missing)))
+        return torch.stack([self._cache[n] for n in names])
+
+    def classifier(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text embeddings [T, D], class index of each row [T]) for a vocabulary."""
+        names = [name for synonyms in vocabulary.classes for name in synonyms]
+        class_index = [i for i, synonyms in enumerate(vocabulary.classes) for _ in synonyms]
+        return self.embed_names(names), torch.tensor(class_index, dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def _encode(self, names: list[str]) -> torch.Tensor:
+        prompts = [p for name in names for p in prompts_for(name)]
+        tokens = self.tokenizer(prompts).to(self.device)
+        lengths = tokens.argmax(-1) + 1  # end-of-text has the largest token id
+        order = torch.argsort(lengths)
+        features = torch.empty(len(prompts), self.text_encoder.text_projection.shape[1], device=self.device)
+        sorted_lengths = lengths[order].tolist()
+        for start in range(0, len(prompts), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            cut = sorted_lengths[min(start + self.batch_size, len(prompts)) - 1]
+            features[idx] = self.text_encoder(tokens[idx, :cut]).float()
+        features = F.normalize(features, dim=-1).view(len(names), len(VILD_TEMPLATES), -1).mean(1)
+        return F.normalize(features, dim=-1)
+
+
+def encode_prompts_full_context(text_encoder: torch.nn.Module, tokenizer, names: Sequence[str]) -> torch.Tensor:
+    """The published way: every prompt padded to 77 tokens, batches of 128. Used as the
+    baseline in benchmarks and as the reference in tests."""
+    prompts = [p for name in names for p in prompts_for(name)]
+    with torch.inference_mode():
+        tokens = tokenizer(prompts)
+        device = next(text_encoder.parameters()).device
+        features = torch.cat([text_encoder(tokens[i : i + 128].to(device)) for i in range(0, len(prompts), 128)])
+    features = F.normalize(features, dim=-1).view(len(names), len(VILD_TEMPLATES), -1).mean(1)
+    return F.normalize(features, dim=-1)
+
+
+def default_tokenizer():
+    """open_clip's CLIP BPE tokenizer (its vocabulary ships inside the package)."""
+    try:
+        from open_clip.tokenizer import SimpleTokenizer
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError("the CLIP tokenizer needs open_clip_torch: pip install open_clip_torch") from exc
+    return SimpleTokenizer()
