@@ -40,15 +40,15 @@ def ensemble_logits(
     in_vocab, out_vocab: [B, Q, K+1] logits (void last); valid [B, Q]: the query's mask
     has pixels where CLIP pooled (else CLIP's vote is ignored); seen [K] bool.
     Returns log-probabilities [B, Q, K+1] whose void entry is the decoder's.
-    The published formula multiplies log(p) by the seen/unseen masks, which turns an
-    underflowed probability into NaN; choosing the exponent per class gives the same
-    numbers wherever that one is finite.
+    The published form, log(p_in ** (1 - w) * p_out ** w) times seen/unseen masks, gives
+    -inf or NaN once a probability underflows; the same quantity is computed here in log
+    space, (1 - w) log p_in + w log p_out, which stays finite.
     """
-    in_probs = in_vocab[..., :-1].softmax(-1)
-    out_probs = out_vocab[..., :-1].softmax(-1)
-    weight = torch.where(seen, alpha, beta).to(in_probs.dtype)  # [K]
-    weight = weight * valid.to(in_probs.dtype).unsqueeze(-1)  # [B, Q, K]
-    combined = (in_probs ** (1 - weight) * out_probs**weight).log()
+    in_logp = in_vocab[..., :-1].log_softmax(-1)
+    out_logp = out_vocab[..., :-1].log_softmax(-1)
+    weight = torch.where(seen, alpha, beta).to(in_logp.dtype)  # [K]
+    weight = weight * valid.to(in_logp.dtype).unsqueeze(-1)  # [B, Q, K]
+    combined = (1 - weight) * in_logp + weight * out_logp
     void = in_vocab.softmax(-1)[..., -1:]
     probs = torch.cat([combined.softmax(-1) * (1.0 - void), void], dim=-1)
     return torch.log(probs + 1e-8)

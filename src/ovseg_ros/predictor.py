@@ -243,13 +243,18 @@ def build_model(checkpoint: str | Path | None, variant: str = "S", stand_in_weig
 
 
 def _randomize(model: EOVSeg) -> None:
-    """Deterministic random weights with sane scales (for smoke tests and demos)."""
+    """Deterministic random weights with sane scales (for smoke tests and demos).
+
+    The void embedding is zeroed (a neutral void logit of 0); otherwise every random
+    query tends to prefer void and smoke tests would never reach fusion and rendering.
+    """
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.dim() >= 2:
                 fan_in = param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+        model.void_embedding.zero_()
 
 
 class _Clock:

@@ -205,18 +205,35 @@ class TextEmbedder:
 
     @torch.inference_mode()
     def _encode(self, names: list[str]) -> torch.Tensor:
-        prompts = [p for name in names for p in prompts_for(name)]
-        tokens = self.tokenizer(prompts).to(self.device)
+        """Prompts of one template share the template's prefix ("a photo of a"): it is
+        encoded once and its keys/values reused, so only each name's own tokens (and the
+        template's tail) run through the transformer."""
+        device = self.device
+        tokens = self.tokenizer([p for name in names for p in prompts_for(name)]).view(len(names), len(VILD_TEMPLATES), -1)
         lengths = tokens.argmax(-1) + 1  # end-of-text has the largest token id
-        order = torch.argsort(lengths)
-        features = torch.empty(len(prompts), self.text_encoder.text_projection.shape[1], device=self.device)
-        sorted_lengths = lengths[order].tolist()
-        for start in range(0, len(prompts), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            cut = sorted_lengths[min(start + self.batch_size, len(prompts)) - 1]
-            features[idx] = self.text_encoder(tokens[idx, :cut]).float()
-        features = F.normalize(features, dim=-1).view(len(names), len(VILD_TEMPLATES), -1).mean(1)
+        dim = self.text_encoder.text_projection.shape[1]
+        features = torch.empty(len(names), len(VILD_TEMPLATES), dim, device=device)
+        for t, template in enumerate(VILD_TEMPLATES):
+            prefix = self._prefix_tokens(template)
+            shares = (tokens[:, t, : len(prefix)] == prefix).all(-1) & (lengths[:, t] > len(prefix))
+            if shares.any():
+                cache = self.text_encoder.prefix_cache(prefix.to(device))
+                rows = torch.nonzero(shares).squeeze(1)
+                for start in range(0, rows.numel(), self.batch_size):
+                    chunk = rows[start : start + self.batch_size]
+                    end = int(lengths[chunk, t].max())
+                    suffix = tokens[chunk, t, len(prefix) : end].to(device)
+                    features[chunk.to(device), t] = self.text_encoder.forward_after_prefix(cache, suffix).float()
+            for row in torch.nonzero(~shares).squeeze(1).tolist():  # rare: tokens merged across the seam
+                full = tokens[row, t, : int(lengths[row, t])].to(device)
+                features[row, t] = self.text_encoder(full[None])[0].float()
+        features = F.normalize(features, dim=-1).mean(1)
         return F.normalize(features, dim=-1)
+
+    def _prefix_tokens(self, template: str) -> torch.Tensor:
+        """Start token + the template's text before the class name."""
+        sot = self.tokenizer.encoder["<start_of_text>"]
+        return torch.tensor([sot] + self.tokenizer.encode(template.split("{}")[0]), dtype=torch.long)
 
 
 def encode_prompts_full_context(text_encoder: torch.nn.Module, tokenizer, names: Sequence[str]) -> torch.Tensor:

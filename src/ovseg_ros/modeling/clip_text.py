@@ -24,9 +24,10 @@ class TextTransformer(nn.Module):
 class CLIPTextEncoder(nn.Module):
     """Token ids -> projected end-of-text features (not normalised).
 
-    Attention is causal, so the end-of-text feature never sees the padding after it:
-    prompts may be cut to the longest prompt of a batch instead of the full context
-    without changing the result (up to float rounding).
+    Attention is causal, so the end-of-text feature never sees the padding after it
+    (prompts may be cut to their own length), and a prefix shared by many prompts can be
+    encoded once (`prefix_cache` + `forward_after_prefix`), without changing the result
+    beyond float rounding.
     """
 
     def __init__(
@@ -50,6 +51,31 @@ class CLIPTextEncoder(nn.Module):
         """tokens: [N, L] int64, L <= context_length, end-of-text has the largest id."""
         length = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:length]
-        x = self.ln_final(self.transformer(x))
+        return self._project_eot(self.transformer(x), tokens)
+
+    def prefix_cache(self, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of every layer for a token prefix [P] shared by many prompts.
+
+        Attention is causal, so these do not depend on what follows the prefix.
+        """
+        x = self.token_embedding(prefix[None]) + self.positional_embedding[: prefix.shape[0]]
+        cache = []
+        for block in self.transformer.resblocks:
+            empty = x.new_empty(1, block.attn.num_heads, 0, x.shape[-1] // block.attn.num_heads)
+            x, k, v = block.forward_after(x, empty, empty)
+            cache.append((k, v))
+        return cache
+
+    def forward_after_prefix(self, cache: list[tuple[torch.Tensor, torch.Tensor]], suffix: torch.Tensor) -> torch.Tensor:
+        """Same as forward(prefix + suffix) for a batch of suffixes [N, L] (each holding
+        its end-of-text token), reusing the prefix's cached keys and values."""
+        start = cache[0][0].shape[2]
+        x = self.token_embedding(suffix) + self.positional_embedding[start : start + suffix.shape[1]]
+        for block, (past_k, past_v) in zip(self.transformer.resblocks, cache):
+            x, _, _ = block.forward_after(x, past_k, past_v)
+        return self._project_eot(x, suffix)
+
+    def _project_eot(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.ln_final(x)
         eot = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
         return eot @ self.text_projection

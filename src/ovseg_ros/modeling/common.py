@@ -49,14 +49,34 @@ class PackedMultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        """x: [B, L, C] -> [B, L, C] (self-attention)."""
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, length, _ = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
-        out = out.transpose(1, 2).reshape(batch, length, self.embed_dim)
-        return self.out_proj(out)
+        return qkv[0], qkv[1], qkv[2]  # each [B, heads, L, head_dim]
+
+    def _merge(self, out: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.embed_dim))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x: [B, L, C] -> [B, L, C] (self-attention)."""
+        q, k, v = self._project(x)
+        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+
+    def forward_after(
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Causal attention for tokens x [B, L, C] that follow P cached tokens whose keys
+        and values [1, heads, P, head_dim] are shared by the whole batch. Returns the
+        output and x's own keys and values (to extend the cache)."""
+        q, k, v = self._project(x)
+        batch, length, prefix = x.shape[0], x.shape[1], past_k.shape[2]
+        keys = torch.cat([past_k.expand(batch, -1, -1, -1), k], dim=2)
+        values = torch.cat([past_v.expand(batch, -1, -1, -1), v], dim=2)
+        allowed = torch.ones(length, prefix + length, dtype=torch.bool, device=x.device)
+        allowed[:, prefix:] = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        return self._merge(F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)), k, v
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -77,6 +97,14 @@ class ResidualAttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), causal=causal)
         return x + self.mlp(self.ln_2(x))
+
+    def forward_after(
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Causal block for tokens following a cached prefix (see PackedMultiheadAttention)."""
+        attn, k, v = self.attn.forward_after(self.ln_1(x), past_k, past_v)
+        x = x + attn
+        return x + self.mlp(self.ln_2(x)), k, v
 
 
 class MLP(nn.Module):

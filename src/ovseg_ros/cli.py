@@ -1,0 +1,117 @@
+"""`ovseg` command line: segment image files (more subcommands join as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ovseg_ros.config import InferenceConfig
+
+log = logging.getLogger("ovseg")
+
+DEFAULT_CLASSES = "person; forklift; pallet; box, cardboard box; shelf, rack; floor; wall; ceiling"
+DEFAULT_THINGS = "person; forklift; pallet; box"
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--checkpoint", help="EOV-Seg checkpoint (official detectron2 .pth/.pkl, or one of ours)")
+    group.add_argument(
+        "--weights", choices=["checkpoint", "random"], default="checkpoint",
+        help="'random' runs with stand-in random weights (smoke tests and demos only: output is noise)",
+    )
+    group.add_argument("--variant", default="S", help="S (RN50 CLIP, default) or M (RN50x4)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    group.add_argument("--min-size", type=int, default=640, help="short side after resizing (0: keep size)")
+    group.add_argument("--max-size", type=int, default=2560, help="cap on the long side after resizing")
+    group.add_argument("--classes", default=DEFAULT_CLASSES, help='";" separates classes, "," synonyms of one class')
+    group.add_argument("--things", default=DEFAULT_THINGS, help="classes that are countable objects (same syntax)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary panoptic segmentation (EOV-Seg).")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment image files; writes COCO panoptic PNG + JSON and overlays")
+    seg.add_argument("images", nargs="+", type=Path)
+    seg.add_argument("--out", type=Path, default=Path("ovseg_out"), help="output folder")
+    seg.add_argument("--no-overlay", action="store_true", help="skip the colour overlay images")
+    _add_model_arguments(seg)
+    seg.set_defaults(run=run_segment)
+    return parser
+
+
+def make_predictor(args: argparse.Namespace):
+    from ovseg_ros.predictor import Predictor
+
+    if args.weights == "random" and args.checkpoint:
+        raise SystemExit("error: give either --checkpoint or --weights random, not both")
+    config = InferenceConfig(min_size=args.min_size, max_size=args.max_size)
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint, args.variant, args.device, config, stand_in_weights=args.weights == "random"
+    )
+    predictor.set_vocabulary(args.classes, args.things)
+    return predictor
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ovseg_ros.visualize import coco_panoptic_record, panoptic_to_rgb, render_overlay
+
+    predictor = make_predictor(args)
+    vocabulary = predictor.vocabulary
+    args.out.mkdir(parents=True, exist_ok=True)
+    annotations, failures = [], []
+    for path in tqdm(args.images, desc="segmenting", unit="image", disable=len(args.images) < 2, file=sys.stderr):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            failures.append(path)
+            log.error("cannot read %s as an image; skipped", path)
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        result = predictor(rgb)
+        png_name = f"{path.stem}_panoptic.png"
+        cv2.imwrite(str(args.out / png_name), cv2.cvtColor(panoptic_to_rgb(result.panoptic), cv2.COLOR_RGB2BGR))
+        record = coco_panoptic_record(png_name, result.segments, vocabulary.labels)
+        record["image_file"] = str(path)
+        record["height"], record["width"] = int(rgb.shape[0]), int(rgb.shape[1])
+        (args.out / f"{path.stem}.json").write_text(json.dumps(record, indent=1))
+        annotations.append(record)
+        if not args.no_overlay:
+            overlay = render_overlay(rgb, result.panoptic, result.segments, vocabulary.num_classes)
+            cv2.imwrite(str(args.out / f"{path.stem}_overlay.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    categories = [
+        {"id": i, "name": label, "synonyms": list(syn), "isthing": int(thing)}
+        for i, (label, syn, thing) in enumerate(zip(vocabulary.labels, vocabulary.classes, vocabulary.is_thing))
+    ]
+    (args.out / "panoptic.json").write_text(json.dumps({"annotations": annotations, "categories": categories}, indent=1))
+    print(f"wrote {len(annotations)} result(s) to {args.out}/")
+    if failures:
+        print(f"error: {len(failures)} file(s) could not be read: {', '.join(map(str, failures))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ovseg_ros.predictor import MissingWeightsError
+    from ovseg_ros.vocabulary import VocabularyError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (MissingWeightsError, VocabularyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

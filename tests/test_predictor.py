@@ -1,0 +1,63 @@
+"""The predictor facade: weights policy, vocabulary swaps, any image size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ovseg_ros.config import InferenceConfig
+from ovseg_ros.engine import TorchEngine
+from ovseg_ros.predictor import MissingWeightsError, Predictor, build_model
+from ovseg_ros.vocabulary import TextEmbedder, VocabularyError
+
+
+def test_refuses_without_checkpoint():
+    with pytest.raises(MissingWeightsError, match="--weights random"):
+        build_model(None)
+
+
+def test_stand_in_weights_say_so(caplog):
+    with caplog.at_level("WARNING"):
+        build_model(None, stand_in_weights=True)
+    assert "STAND-IN RANDOM WEIGHTS" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def predictor(parity_model):
+    config = InferenceConfig(min_size=96, max_size=160)  # small inputs keep the test fast
+    return Predictor(TorchEngine(parity_model), TextEmbedder(parity_model.text_encoder), config)
+
+
+def test_needs_a_vocabulary_first(parity_model):
+    fresh = Predictor(TorchEngine(parity_model), TextEmbedder(parity_model.text_encoder))
+    with pytest.raises(VocabularyError, match="set_vocabulary"):
+        fresh(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_bad_vocabulary_keeps_the_old_one(predictor):
+    version = predictor.set_vocabulary("person; forklift, fork lift truck; floor", "person; forklift")
+    with pytest.raises(VocabularyError):
+        predictor.set_vocabulary("person; person")
+    assert predictor.vocabulary_version == version
+    assert predictor.vocabulary.labels == ["person", "forklift", "floor"]
+
+
+@pytest.mark.parametrize("shape", [(77, 131, 3), (120, 90), (64, 64, 4), (33, 200, 1)])
+def test_any_image_size_and_consistent_segments(predictor, shape):
+    predictor.set_vocabulary("person; forklift, fork lift truck; floor; wall", "person; forklift")
+    image = np.random.default_rng(1).integers(0, 255, size=shape, dtype=np.uint8)
+    result = predictor(image, return_probabilities=True)
+    assert result.panoptic.shape == shape[:2] and result.panoptic.dtype == np.int32
+    assert result.semantic.shape == shape[:2]
+    assert result.probabilities.shape == (4, *shape[:2])
+    assert result.vocabulary_version == predictor.vocabulary_version
+    ids = set(np.unique(result.panoptic).tolist()) - {0}
+    assert ids <= {s.id for s in result.segments}
+    for s in result.segments:
+        mask = result.panoptic == s.id
+        assert s.area == int(mask.sum())
+        if s.area:
+            ys, xs = np.nonzero(mask)
+            assert s.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert s.label == predictor.vocabulary.labels[s.category]
+        assert s.is_thing == predictor.vocabulary.is_thing[s.category]

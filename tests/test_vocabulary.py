@@ -1,0 +1,113 @@
+"""Vocabulary parsing and validation, and the fast cached text embedding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ovseg_ros.vocabulary import (
+    VILD_TEMPLATES,
+    TextEmbedder,
+    Vocabulary,
+    VocabularyError,
+    encode_prompts_full_context,
+)
+
+
+def test_parse_string_with_synonyms_and_things():
+    v = Vocabulary.parse("person; car, automobile;  Tree ", things="person; automobile")
+    assert v.classes == (("person",), ("car", "automobile"), ("tree",))
+    assert v.is_thing == (True, True, False)
+    assert v.labels == ["person", "car", "tree"]
+
+
+def test_parse_list_and_indices():
+    v = Vocabulary.parse(["forklift", "pallet, skid", "floor"], things=[0, 1])
+    assert v.is_thing == (True, True, False)
+    assert v.as_strings() == ["forklift", "pallet, skid", "floor"]
+
+
+def test_normalisation_is_documented_behaviour():
+    v = Vocabulary.parse(["  Traffic\tLight ", "ＣＡＲ"])  # white space collapsed, NFKC, lower case
+    assert v.classes == (("traffic light",), ("car",))
+
+
+@pytest.mark.parametrize(
+    "classes, things, reason",
+    [
+        ("", None, "empty"),
+        ([], None, "empty"),
+        ("person; ; car", None, "empty name"),
+        ("person;   ", None, "empty name"),
+        ("car, car", None, "twice"),
+        ("Car; car", None, "classes 0 and 1"),
+        ("person", "dog", "not one of the classes"),
+        ("person", [3], "outside"),
+        ("per\x00son", None, "control"),
+        ([1, 2], None, "strings"),
+    ],
+)
+def test_bad_vocabularies_are_refused_with_a_reason(classes, things, reason):
+    with pytest.raises(VocabularyError, match=reason):
+        Vocabulary.parse(classes, things)
+
+
+def test_too_many_classes():
+    with pytest.raises(VocabularyError, match="limit"):
+        Vocabulary.parse([f"class {i}" for i in range(20)], max_classes=10)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.text(max_size=60), st.lists(st.text(max_size=20), max_size=8)), st.one_of(st.none(), st.text(max_size=20)))
+def test_fuzz_parse_never_raises_anything_else(classes, things):
+    try:
+        v = Vocabulary.parse(classes, things)
+    except VocabularyError as exc:
+        assert str(exc)
+    else:
+        assert v.num_classes >= 1 and all(name for syn in v.classes for name in syn)
+
+
+def test_seen_in_training():
+    v = Vocabulary.parse("person; zebra crossing; lamp; robot arm; car, automobile")
+    assert v.seen_in_training() == [True, False, True, False, True]
+
+
+@pytest.fixture(scope="module")
+def embedder(parity_model):
+    return TextEmbedder(parity_model.text_encoder)
+
+
+def test_cut_prompts_equal_full_context(embedder, parity_model):
+    names = ["person", "traffic light", "a very long class name with many words in it", "zebra crossing"]
+    fast = embedder.embed_names(names)
+    full = encode_prompts_full_context(parity_model.text_encoder, embedder.tokenizer, names)
+    assert (fast - full).abs().max() < 1e-5
+
+
+def test_cache_encodes_only_new_names(parity_model):
+    embedder = TextEmbedder(parity_model.text_encoder)
+    encoded = []
+    original = embedder._encode
+    embedder._encode = lambda names: (encoded.append(list(names)), original(names))[1]
+    embedder.classifier(Vocabulary.parse("person; car, automobile"))
+    embedder.classifier(Vocabulary.parse("person; car, automobile; forklift"))
+    assert encoded == [["person", "car", "automobile"], ["forklift"]]
+
+
+def test_classifier_rows_follow_synonyms(embedder):
+    text, class_index = embedder.classifier(Vocabulary.parse("person; car, automobile"))
+    assert text.shape == (3, 1024) and class_index.tolist() == [0, 1, 1]
+    torch.testing.assert_close(text.norm(dim=-1), torch.ones(3))
+
+
+def test_name_too_long_for_context(embedder):
+    vocabulary = Vocabulary.parse(["word " * 80])
+    with pytest.raises(VocabularyError, match="too long"):
+        embedder.check_fits(vocabulary)
+
+
+def test_fourteen_templates():
+    assert len(VILD_TEMPLATES) == 14
