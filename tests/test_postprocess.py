@@ -1,5 +1,5 @@
-"""Vectorised post-processing against straightforward loop implementations of the
-published algorithm, on many random inputs."""
+"""Vectorised post-processing against the published loop (ovseg_ros.naive), on many
+random inputs."""
 
 from __future__ import annotations
 
@@ -7,40 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from ovseg_ros.naive import loop_panoptic
 from ovseg_ros.postprocess import class_logits, ensemble_logits, panoptic_fusion, segment_stats
-
-
-def loop_panoptic(mask_cls, mask_pred, thing, object_mask_threshold, overlap_threshold):
-    """The published per-query loop, kept as the oracle."""
-    scores, labels = mask_cls.softmax(-1).max(-1)
-    masks = mask_pred.sigmoid()
-    num_classes = mask_cls.shape[-1] - 1
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
-    panoptic = torch.zeros(masks.shape[-2:], dtype=torch.int32)
-    segments = []
-    if cur_masks.shape[0] == 0:
-        return panoptic, segments
-    ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
-    current, stuff_memory = 0, {}
-    for k in range(cur_classes.shape[0]):
-        cls = cur_classes[k].item()
-        isthing = bool(thing[cls])
-        area = (ids == k).sum().item()
-        original = (cur_masks[k] >= 0.5).sum().item()
-        mask = (ids == k) & (cur_masks[k] >= 0.5)
-        if area > 0 and original > 0 and mask.sum().item() > 0:
-            if area / original < overlap_threshold:
-                continue
-            if not isthing:
-                if cls in stuff_memory:
-                    panoptic[mask] = stuff_memory[cls]
-                    continue
-                stuff_memory[cls] = current + 1
-            current += 1
-            panoptic[mask] = current
-            segments.append({"id": current, "isthing": isthing, "category_id": cls})
-    return panoptic, segments
 
 
 def random_case(seed: int):

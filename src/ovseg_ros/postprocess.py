@@ -80,7 +80,8 @@ def panoptic_fusion(
     object_mask_threshold: float = 0.0,
     overlap_threshold: float = 0.8,
 ) -> PanopticResult:
-    """The published panoptic inference, without its per-query Python loop.
+    """The published panoptic inference, without its per-query Python loop (and the
+    host syncs that loop makes per query).
 
     Each kept query (not void, score above threshold) claims the pixels where its
     score-weighted mask probability is highest; a query survives when it keeps at least
@@ -88,29 +89,32 @@ def panoptic_fusion(
     one class merge into the segment of the first of them. Ids follow query order.
     mask_cls [Q, K+1], mask_logits [Q, H, W], thing_classes [K] bool.
     """
-    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[1] - 1
+    num_classes = mask_cls.shape[1] - 1
     device = mask_logits.device
     scores, labels = mask_cls.softmax(-1).max(-1)
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    masks = mask_logits.sigmoid()
-
-    prob_masks = torch.where(keep[:, None, None], scores[:, None, None] * masks, torch.full_like(masks, -1.0))
-    owner = prob_masks.argmax(0)  # [H, W]: first query with the highest value
+    kept = torch.nonzero(labels.ne(num_classes) & (scores > object_mask_threshold)).squeeze(1)  # one host sync
+    num_kept = kept.shape[0]
+    if num_kept == 0:
+        empty = kept.new_empty(0)
+        return PanopticResult(
+            torch.zeros(mask_logits.shape[-2:], dtype=torch.int32, device=device), empty, empty, empty.bool(), scores[empty]
+        )
+    scores, labels = scores[kept], labels[kept]
+    masks = mask_logits[kept].sigmoid_()  # a fresh tensor: safe to overwrite in place
+    owner = (masks * scores[:, None, None]).argmax(0)  # [H, W]: first kept query with the highest value
     confident = masks >= 0.5
     owner_confident = confident.gather(0, owner.unsqueeze(0)).squeeze(0)
 
     flat_owner = owner.flatten()
-    claimed = torch.bincount(flat_owner, minlength=num_queries)
-    claimed_confident = torch.zeros(num_queries, dtype=claimed.dtype, device=device).scatter_add_(
-        0, flat_owner, owner_confident.flatten().to(claimed.dtype)
-    )
-    own_area = confident.flatten(1).sum(1)
+    claimed = torch.bincount(flat_owner, minlength=num_kept)
+    claimed_confident = torch.bincount(flat_owner, weights=owner_confident.flatten().to(masks.dtype), minlength=num_kept)
+    own_area = torch.count_nonzero(confident.flatten(1), dim=1)
     ratio_ok = claimed.to(torch.float64) / own_area.clamp(min=1).to(torch.float64) >= overlap_threshold
-    survives = keep & (claimed > 0) & (own_area > 0) & (claimed_confident > 0) & ratio_ok
+    survives = (claimed > 0) & (own_area > 0) & (claimed_confident > 0) & ratio_ok
 
-    is_thing = thing_classes.to(device)[labels.clamp(max=num_classes - 1)]
+    is_thing = thing_classes.to(device)[labels]
     stuff = survives & ~is_thing
-    index = torch.arange(num_queries, device=device)
+    index = torch.arange(num_kept, device=device)
     same_stuff = (labels[:, None] == labels[None, :]) & stuff[:, None] & stuff[None, :] & (index[None, :] <= index[:, None])
     first_of_class = torch.where(stuff, same_stuff.float().argmax(1), index)
     opens_segment = survives & (is_thing | (first_of_class == index))
@@ -121,7 +125,7 @@ def panoptic_fusion(
     opened = torch.nonzero(opens_segment).squeeze(1)  # in query order == id order
     return PanopticResult(
         panoptic=panoptic.to(torch.int32),
-        query=opened,
+        query=kept[opened],
         category=labels[opened],
         is_thing=is_thing[opened],
         score=scores[opened],
