@@ -165,11 +165,12 @@ class TextEmbedder:
     each name is kept (normalised), so the classifier for any vocabulary is a gather.
     """
 
-    def __init__(self, text_encoder: torch.nn.Module, tokenizer=None, batch_size: int = 256) -> None:
+    def __init__(self, text_encoder: torch.nn.Module, tokenizer=None, batch_size: int = 64) -> None:
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
         self.batch_size = batch_size
         self._cache: dict[str, torch.Tensor] = {}
+        self._prefix_state = None
 
     @property
     def device(self) -> torch.device:
@@ -205,35 +206,56 @@ class TextEmbedder:
 
     @torch.inference_mode()
     def _encode(self, names: list[str]) -> torch.Tensor:
-        """Prompts of one template share the template's prefix ("a photo of a"): it is
-        encoded once and its keys/values reused, so only each name's own tokens (and the
-        template's tail) run through the transformer."""
+        """Every template's prefix ("a photo of a") is encoded once per embedder and its
+        keys/values reused, so only each name's own tokens and the template's tail run
+        through the transformer, all templates in one batch."""
         device = self.device
-        tokens = self.tokenizer([p for name in names for p in prompts_for(name)]).view(len(names), len(VILD_TEMPLATES), -1)
+        num_templates = len(VILD_TEMPLATES)
+        tokens = self.tokenizer([p for name in names for p in prompts_for(name)])  # row = name * 14 + template
         lengths = tokens.argmax(-1) + 1  # end-of-text has the largest token id
-        dim = self.text_encoder.text_projection.shape[1]
-        features = torch.empty(len(names), len(VILD_TEMPLATES), dim, device=device)
-        for t, template in enumerate(VILD_TEMPLATES):
-            prefix = self._prefix_tokens(template)
-            shares = (tokens[:, t, : len(prefix)] == prefix).all(-1) & (lengths[:, t] > len(prefix))
-            if shares.any():
-                cache = self.text_encoder.prefix_cache(prefix.to(device))
-                rows = torch.nonzero(shares).squeeze(1)
-                for start in range(0, rows.numel(), self.batch_size):
-                    chunk = rows[start : start + self.batch_size]
-                    end = int(lengths[chunk, t].max())
-                    suffix = tokens[chunk, t, len(prefix) : end].to(device)
-                    features[chunk.to(device), t] = self.text_encoder.forward_after_prefix(cache, suffix).float()
-            for row in torch.nonzero(~shares).squeeze(1).tolist():  # rare: tokens merged across the seam
-                full = tokens[row, t, : int(lengths[row, t])].to(device)
-                features[row, t] = self.text_encoder(full[None])[0].float()
-        features = F.normalize(features, dim=-1).mean(1)
+        prefix_tokens, prefix_lengths, caches = self._prefixes()
+        template = torch.arange(num_templates).repeat(len(names))
+        row_prefix = prefix_lengths[template]
+        width = prefix_tokens.shape[1]
+        in_prefix = torch.arange(width)[None, :] < row_prefix[:, None]
+        shares = ((tokens[:, :width] == prefix_tokens[template]) | ~in_prefix).all(-1) & (lengths > row_prefix)
+
+        features = torch.empty(tokens.shape[0], self.text_encoder.text_projection.shape[1], device=device)
+        rows = torch.nonzero(shares).squeeze(1)
+        rows = rows[torch.argsort(lengths[rows] - row_prefix[rows])]  # similar suffix lengths share a batch
+        for start in range(0, rows.numel(), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            suffix_len = int((lengths[chunk] - row_prefix[chunk]).max())
+            index = (row_prefix[chunk, None] + torch.arange(suffix_len)).clamp(max=tokens.shape[1] - 1)
+            suffix = tokens[chunk].gather(1, index).to(device)
+            rows_cache = [(k[template[chunk]], v[template[chunk]]) for k, v in caches]
+            features[chunk.to(device)] = self.text_encoder.forward_after_prefix(
+                rows_cache, suffix, row_prefix[chunk].to(device)
+            ).float()
+        for row in torch.nonzero(~shares).squeeze(1).tolist():  # rare: tokens merged across the seam
+            features[row] = self.text_encoder(tokens[row : row + 1, : int(lengths[row])].to(device))[0].float()
+        features = F.normalize(features, dim=-1).view(len(names), num_templates, -1).mean(1)
         return F.normalize(features, dim=-1)
 
-    def _prefix_tokens(self, template: str) -> torch.Tensor:
-        """Start token + the template's text before the class name."""
-        sot = self.tokenizer.encoder["<start_of_text>"]
-        return torch.tensor([sot] + self.tokenizer.encode(template.split("{}")[0]), dtype=torch.long)
+    def _prefixes(self):
+        """(prefix tokens [T, P] zero padded, lengths [T], per-layer (k, v) [T, heads, P, d])
+        for the templates' text before the class name, computed once (CLIP is frozen)."""
+        if self._prefix_state is None:
+            sot = self.tokenizer.encoder["<start_of_text>"]
+            prefixes = [[sot] + self.tokenizer.encode(t.split("{}")[0]) for t in VILD_TEMPLATES]
+            width = max(len(p) for p in prefixes)
+            tokens = torch.zeros(len(prefixes), width, dtype=torch.long)
+            for i, p in enumerate(prefixes):
+                tokens[i, : len(p)] = torch.tensor(p)
+            with torch.inference_mode():
+                per_template = [self.text_encoder.prefix_cache(tokens[i, : len(p)].to(self.device)) for i, p in enumerate(prefixes)]
+            caches = []
+            for layer in range(len(per_template[0])):
+                k = torch.stack([F.pad(c[layer][0][0], (0, 0, 0, width - c[layer][0].shape[2])) for c in per_template])
+                v = torch.stack([F.pad(c[layer][1][0], (0, 0, 0, width - c[layer][1].shape[2])) for c in per_template])
+                caches.append((k, v))
+            self._prefix_state = (tokens, torch.tensor([len(p) for p in prefixes]), caches)
+        return self._prefix_state
 
 
 def encode_prompts_full_context(text_encoder: torch.nn.Module, tokenizer, names: Sequence[str]) -> torch.Tensor:

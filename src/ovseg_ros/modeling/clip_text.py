@@ -66,13 +66,29 @@ class CLIPTextEncoder(nn.Module):
             cache.append((k, v))
         return cache
 
-    def forward_after_prefix(self, cache: list[tuple[torch.Tensor, torch.Tensor]], suffix: torch.Tensor) -> torch.Tensor:
+    def forward_after_prefix(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        suffix: torch.Tensor,
+        prefix_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Same as forward(prefix + suffix) for a batch of suffixes [N, L] (each holding
-        its end-of-text token), reusing the prefix's cached keys and values."""
-        start = cache[0][0].shape[2]
-        x = self.token_embedding(suffix) + self.positional_embedding[start : start + suffix.shape[1]]
+        its end-of-text token), reusing cached prefix keys and values.
+
+        cache: per layer (k, v) of shape [1 or N, heads, P, head_dim]. prefix_lengths [N]
+        gives each row's real prefix length when rows have different, zero-padded
+        prefixes (None: every row's prefix is all P tokens).
+        """
+        padded = cache[0][0].shape[2]
+        steps = torch.arange(suffix.shape[1], device=suffix.device)
+        if prefix_lengths is None:
+            positions, valid = padded + steps, None
+        else:
+            positions = prefix_lengths[:, None] + steps
+            valid = torch.arange(padded, device=suffix.device)[None, :] < prefix_lengths[:, None]
+        x = self.token_embedding(suffix) + self.positional_embedding[positions]
         for block, (past_k, past_v) in zip(self.transformer.resblocks, cache):
-            x, _, _ = block.forward_after(x, past_k, past_v)
+            x, _, _ = block.forward_after(x, past_k, past_v, valid)
         return self._project_eot(x, suffix)
 
     def _project_eot(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

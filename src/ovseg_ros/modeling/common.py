@@ -65,17 +65,23 @@ class PackedMultiheadAttention(nn.Module):
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
 
     def forward_after(
-        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Causal attention for tokens x [B, L, C] that follow P cached tokens whose keys
-        and values [1, heads, P, head_dim] are shared by the whole batch. Returns the
-        output and x's own keys and values (to extend the cache)."""
+        """Causal attention for tokens x [B, L, C] that follow P cached tokens.
+
+        past_k, past_v: [1 or B, heads, P, head_dim]; past_valid: [B, P] marks the real
+        cached tokens of each row (None: all). Returns the output and x's own keys and
+        values (to extend the cache)."""
         q, k, v = self._project(x)
         batch, length, prefix = x.shape[0], x.shape[1], past_k.shape[2]
         keys = torch.cat([past_k.expand(batch, -1, -1, -1), k], dim=2)
         values = torch.cat([past_v.expand(batch, -1, -1, -1), v], dim=2)
-        allowed = torch.ones(length, prefix + length, dtype=torch.bool, device=x.device)
-        allowed[:, prefix:] = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        if past_valid is None:
+            allowed = torch.cat([causal.new_ones(length, prefix), causal], dim=1)
+        else:
+            allowed = torch.cat([past_valid[:, None, :].expand(-1, length, -1), causal.expand(batch, -1, -1)], dim=2)
+            allowed = allowed[:, None]  # [B, 1, L, P + L]
         return self._merge(F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)), k, v
 
 
@@ -99,10 +105,10 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
     def forward_after(
-        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+        self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Causal block for tokens following a cached prefix (see PackedMultiheadAttention)."""
-        attn, k, v = self.attn.forward_after(self.ln_1(x), past_k, past_v)
+        attn, k, v = self.attn.forward_after(self.ln_1(x), past_k, past_v, past_valid)
         x = x + attn
         return x + self.mlp(self.ln_2(x)), k, v
 
