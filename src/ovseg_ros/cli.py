@@ -1,4 +1,4 @@
-"""`ovseg` command line: segment image files (more subcommands join as they land)."""
+"""`ovseg` command line: segment image files, or process a rosbag2 offline."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ovseg_ros.config import InferenceConfig
+from ovseg_ros.vocabulary import DEFAULT_CLASSES, DEFAULT_THINGS
 
 log = logging.getLogger("ovseg")
 
-DEFAULT_CLASSES = "person; forklift; pallet; box, cardboard box; shelf, rack; floor; wall; ceiling"
-DEFAULT_THINGS = "person; forklift; pallet; box"
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--no-overlay", action="store_true", help="skip the colour overlay images")
     _add_model_arguments(seg)
     seg.set_defaults(run=run_segment)
+
+    bag = sub.add_parser("bag", help="run the node's pipeline over a rosbag2 and write its outputs to a new bag")
+    bag.add_argument("bag_in", type=Path, help="input rosbag2 folder (sqlite3 or mcap)")
+    bag.add_argument("--topic", action="append", required=True, help="camera image topic (repeat for several)")
+    bag.add_argument("--out", type=Path, required=True, help="output rosbag2 folder (must not exist)")
+    bag.add_argument("--node-name", default="ovseg_node", help="output topics are /<node-name>/<camera>/...")
+    bag.add_argument("--overlay", action="store_true", help="also write rgb8 overlays")
+    bag.add_argument("--no-copy-input", action="store_true", help="do not copy the camera topics into the output")
+    bag.add_argument("--vision-msgs", help="folder with vision_msgs msg/*.msg when ROS is not installed")
+    _add_model_arguments(bag)
+    bag.set_defaults(run=run_bag)
     return parser
 
 
@@ -100,6 +109,23 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bag(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ovseg_ros.bag import process_bag
+
+    predictor = make_predictor(args)
+    with tqdm(desc="frames", unit="frame", file=sys.stderr) as bar:
+        report = process_bag(
+            predictor, args.bag_in, args.out, args.topic, node_name=args.node_name, overlay=args.overlay,
+            copy_input=not args.no_copy_input, vision_msgs_dir=args.vision_msgs, progress=bar.update,
+        )
+    print(f"{report.frames_out}/{report.frames_in} frames segmented ({report.dropped} dropped) -> {args.out}")
+    for topic in report.topics_out:
+        print(f"  {topic}")
+    return 0 if report.frames_out or not report.frames_in else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from ovseg_ros.predictor import MissingWeightsError
     from ovseg_ros.vocabulary import VocabularyError
@@ -108,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (MissingWeightsError, VocabularyError, FileNotFoundError, NotImplementedError, ValueError) as exc:
+    except (MissingWeightsError, VocabularyError, FileNotFoundError, FileExistsError, NotImplementedError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -52,6 +52,7 @@ class InferenceConfig:
     ensemble_on_valid_mask: bool = True
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.8
+    semantic_threshold: float = 0.0  # pixels whose best semantic score is lower get no class (-1)
 
 
 RN50 = CLIPConfig()

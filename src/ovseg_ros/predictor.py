@@ -53,7 +53,7 @@ class Segment:
 @dataclass
 class Prediction:
     panoptic: np.ndarray  # H x W int32 segment ids, 0 = no segment
-    semantic: np.ndarray  # H x W int32 class index (argmax of the semantic scores)
+    semantic: np.ndarray  # H x W int32 class index (argmax of the semantic scores), -1 = none
     segments: list[Segment]
     vocabulary_version: int
     probabilities: np.ndarray | None = None  # K x H x W semantic scores, when asked for
@@ -80,10 +80,10 @@ class StageTimes:
 
 
 class Predictor:
-    def __init__(self, engine: TorchEngine, text_embedder: TextEmbedder, config: InferenceConfig = InferenceConfig()) -> None:
+    def __init__(self, engine: TorchEngine, text_embedder: TextEmbedder, config: InferenceConfig | None = None) -> None:
         self.engine = engine
         self.text_embedder = text_embedder
-        self.config = config
+        self.config = config or InferenceConfig()
         self.device = engine.device
         self.model_config: EOVSegConfig = engine.model.config
         self._state: VocabularyState | None = None
@@ -97,7 +97,7 @@ class Predictor:
         checkpoint: str | Path | None,
         variant: str = "S",
         device: str = "cpu",
-        config: InferenceConfig = InferenceConfig(),
+        config: InferenceConfig | None = None,
         stand_in_weights: bool = False,
     ) -> "Predictor":
         """Build the model and load a checkpoint. Without one, refuse unless
@@ -191,11 +191,13 @@ class Predictor:
             probabilities = semantic_probabilities(mask_cls[i], masks)
             fused = panoptic_fusion(mask_cls[i], masks, state.is_thing, cfg.object_mask_threshold, cfg.overlap_threshold)
             stats = segment_stats(fused.panoptic, fused.query.shape[0])
-            results.append(self._to_prediction(state, fused, stats, probabilities, return_probabilities))
+            best, semantic = probabilities.max(0)
+            semantic = torch.where(best >= cfg.semantic_threshold, semantic, torch.full_like(semantic, -1))
+            results.append(self._to_prediction(state, fused, stats, semantic, probabilities, return_probabilities))
         return results
 
     @staticmethod
-    def _to_prediction(state, fused, stats, probabilities, return_probabilities) -> Prediction:
+    def _to_prediction(state, fused, stats, semantic, probabilities, return_probabilities) -> Prediction:
         labels = state.vocabulary.labels
         category = fused.category.tolist()
         is_thing = fused.is_thing.tolist()
@@ -218,7 +220,7 @@ class Predictor:
         ]
         return Prediction(
             panoptic=fused.panoptic.cpu().numpy(),
-            semantic=probabilities.argmax(0).to(torch.int32).cpu().numpy(),
+            semantic=semantic.to(torch.int32).cpu().numpy(),
             segments=segments,
             vocabulary_version=state.version,
             probabilities=probabilities.float().cpu().numpy() if return_probabilities else None,
@@ -250,7 +252,7 @@ def _randomize(model: EOVSeg) -> None:
     """
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.dim() >= 2:
                 fan_in = param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)

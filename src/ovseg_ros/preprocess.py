@@ -72,6 +72,8 @@ def preprocess(
         rgb = as_rgb(image)
         height, width = rgb.shape[:2]
         size = resized_shape(height, width, min_size, max_size)
+        if not rgb.flags.writeable:  # e.g. a view of a message buffer; torch wants writable memory
+            rgb = rgb.copy()
         x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float()
         if size != (height, width):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)

@@ -6,7 +6,8 @@ CLIP's text tower, averaged over templates; a class scores as its best synonym.
 
 Normalisation (documented, applied everywhere): Unicode NFKC, runs of white space
 collapsed to one space, ends trimmed, lower case (CLIP's tokenizer lower-cases anyway).
-Rejected with a reason: no classes, an empty name, control characters, a name whose
+Rejected with a reason: no classes, an empty name, control characters, ';' inside a
+name given as a list entry, a name whose
 longest prompt does not fit CLIP's 77-token context, a name used twice after
 normalisation, things that name no class.
 """
@@ -41,6 +42,10 @@ VILD_TEMPLATES: tuple[str, ...] = (
 )
 
 MAX_CLASSES = 1024
+
+# A warehouse robot's vocabulary, used when none is given.
+DEFAULT_CLASSES = "person; forklift; pallet; box, cardboard box; shelf, rack; floor; wall; ceiling"
+DEFAULT_THINGS = "person; forklift; pallet; box"
 
 
 class VocabularyError(ValueError):
@@ -127,6 +132,8 @@ def _checked_name(raw: str, index: int, entry: str) -> str:
     name = normalize_name(raw)
     if not name:
         raise VocabularyError(f"class {index} ({entry!r}) has an empty name")
+    if ";" in name:
+        raise VocabularyError(f"class {index} ({entry!r}): ';' separates classes and cannot be part of a name")
     return name
 
 

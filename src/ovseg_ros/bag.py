@@ -1,0 +1,113 @@
+"""Offline: run the node's pipeline over a rosbag2 and write its outputs to a new bag,
+without ROS installed (uses `rosbags`). Output topics and types are the node's, so the
+result plays back into rviz like a live run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ovseg_ros import messages
+from ovseg_ros.interfaces import rosbags_typestore
+from ovseg_ros.node.cameras import camera_names
+from ovseg_ros.node.frames import Frame
+from ovseg_ros.node.pipeline import FramePipeline
+from ovseg_ros.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+@dataclass
+class BagReport:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    topics_out: tuple[str, ...] = ()
+    detections: bool = False
+
+
+def process_bag(
+    predictor: Predictor,
+    bag_in: str | Path,
+    bag_out: str | Path,
+    topics: Sequence[str],
+    node_name: str = "ovseg_node",
+    overlay: bool = False,
+    copy_input: bool = True,
+    vision_msgs_dir: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BagReport:
+    from rosbags.rosbag2 import Reader, Writer
+
+    typestore, has_vision = rosbags_typestore(vision_msgs_dir)
+    if not has_vision:
+        log.warning("vision_msgs definitions not found: detections and label_info are not written "
+                    "(source a ROS install, or pass --vision-msgs DIR)")
+    factory = messages.RosbagsFactory(typestore)
+    pipeline = FramePipeline(predictor, factory, warn=log.warning, with_detections=has_vision)
+    cameras = dict(zip(topics, camera_names(topics)))
+    report = BagReport(detections=has_vision)
+    bag_out = Path(bag_out)
+    if bag_out.exists():
+        raise FileExistsError(f"output bag {bag_out} exists already")
+
+    with Reader(bag_in) as reader:
+        available = {c.topic: c for c in reader.connections}
+        missing = [t for t in topics if t not in available]
+        if missing:
+            raise ValueError(f"topic(s) not in the bag: {', '.join(missing)}; image topics there: "
+                             + ", ".join(c.topic for c in reader.connections if c.msgtype in IMAGE_TYPES))
+        for topic in topics:
+            if available[topic].msgtype not in IMAGE_TYPES:
+                raise ValueError(f"{topic} carries {available[topic].msgtype}, not an image type")
+        wanted = [available[t] for t in topics]
+
+        with Writer(bag_out, version=8) as writer:
+            connections = {}
+
+            def connection(topic: str, msgtype: str):
+                if topic not in connections:
+                    connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+                return connections[topic]
+
+            def write(topic: str, msgtype: str, timestamp: int, msg) -> None:
+                writer.write(connection(topic, msgtype), timestamp, typestore.serialize_cdr(msg, msgtype))
+
+            label_info_written = False
+            for conn, timestamp, raw in reader.messages(connections=wanted):
+                report.frames_in += 1
+                camera = cameras[conn.topic]
+                if copy_input:
+                    writer.write(connection(conn.topic, conn.msgtype), timestamp, raw)
+                try:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                except Exception as exc:  # a damaged record: drop it, keep going
+                    report.dropped += 1
+                    log.warning("[%s] undecodable message at %d dropped: %s", camera, timestamp, exc)
+                    continue
+                outputs = pipeline.process([Frame(camera, msg, 0.0)], wants_overlay=lambda _: overlay)
+                if not outputs:
+                    report.dropped += 1
+                    continue
+                out = outputs[0]
+                base = f"/{node_name}/{camera}"
+                write(f"{base}/panoptic", "sensor_msgs/msg/Image", timestamp, out.panoptic)
+                write(f"{base}/semantic", "sensor_msgs/msg/Image", timestamp, out.semantic)
+                write(f"{base}/segments", "ovseg_msgs/msg/SegmentArray", timestamp, out.segments)
+                if out.detections is not None:
+                    write(f"{base}/detections", "vision_msgs/msg/Detection2DArray", timestamp, out.detections)
+                if out.overlay is not None:
+                    write(f"{base}/overlay", "sensor_msgs/msg/Image", timestamp, out.overlay)
+                if has_vision and not label_info_written:
+                    info = messages.label_info(factory, msg.header, predictor.vocabulary.labels)
+                    write(f"/{node_name}/label_info", "vision_msgs/msg/LabelInfo", timestamp, info)
+                    label_info_written = True
+                report.frames_out += 1
+                if progress:
+                    progress(1)
+            report.topics_out = tuple(sorted(connections))
+    return report

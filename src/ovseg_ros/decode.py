@@ -1,0 +1,114 @@
+"""Camera messages -> H x W x 3 uint8 RGB arrays.
+
+Works on any object with the fields of sensor_msgs/Image or sensor_msgs/CompressedImage
+(rclpy messages, rosbags messages). Anything that cannot be decoded raises ImageError
+with the reason; callers drop the frame and keep running.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ovseg_ros.preprocess import ImageError
+
+MAX_PIXELS = 64_000_000  # refuse absurd sizes before allocating
+
+# encoding -> (channels, bytes per channel, conversion to RGB or None)
+_ENCODINGS: dict[str, tuple[int, int, int | None]] = {
+    "rgb8": (3, 1, None),
+    "bgr8": (3, 1, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, 1, cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, 1, cv2.COLOR_GRAY2RGB),
+    "8UC3": (3, 1, cv2.COLOR_BGR2RGB),  # OpenCV's convention
+    "8UC4": (4, 1, cv2.COLOR_BGRA2RGB),
+    "rgb16": (3, 2, None),
+    "bgr16": (3, 2, cv2.COLOR_BGR2RGB),
+    "rgba16": (4, 2, cv2.COLOR_RGBA2RGB),
+    "bgra16": (4, 2, cv2.COLOR_BGRA2RGB),
+    "mono16": (1, 2, cv2.COLOR_GRAY2RGB),
+    "16UC1": (1, 2, cv2.COLOR_GRAY2RGB),
+    "bayer_rggb8": (1, 1, cv2.COLOR_BayerRG2RGB),
+    "bayer_bggr8": (1, 1, cv2.COLOR_BayerBG2RGB),
+    "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGB2RGB),
+    "bayer_grbg8": (1, 1, cv2.COLOR_BayerGR2RGB),
+    "yuv422": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (2, 1, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": (2, 1, cv2.COLOR_YUV2RGB_YUYV),
+    "yuyv": (2, 1, cv2.COLOR_YUV2RGB_YUYV),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+
+
+def _byte_view(data) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)  # bytes, bytearray, array.array('B'), memoryview
+    except (TypeError, ValueError, BufferError):
+        return np.asarray(data, dtype=np.uint8).reshape(-1)  # a plain list of ints
+
+
+def decode_image(msg) -> np.ndarray:
+    """sensor_msgs/Image -> RGB. 16-bit images keep their high byte."""
+    try:
+        height, width, step = int(msg.height), int(msg.width), int(msg.step)
+        encoding, big_endian = str(msg.encoding), bool(msg.is_bigendian)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImageError(f"not an image message: {exc}") from exc
+    if encoding not in _ENCODINGS:
+        raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    if height <= 0 or width <= 0:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if height * width > MAX_PIXELS:
+        raise ImageError(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels")
+    channels, depth, conversion = _ENCODINGS[encoding]
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ImageError(f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)")
+    data = _byte_view(msg.data)
+    if data.size < step * (height - 1) + row_bytes:
+        raise ImageError(f"truncated image: {data.size} bytes for {height} rows of step {step}")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    if depth == 2:
+        pixels = rows.reshape(height, width * channels, 2)
+        high = pixels[..., 0] if big_endian else pixels[..., 1]
+        array = np.ascontiguousarray(high).reshape(height, width, channels)
+    else:
+        array = np.ascontiguousarray(rows).reshape(height, width, channels)
+    if conversion is None:
+        return array
+    if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
+        raise ImageError(f"{encoding} needs an even width, got {width}")
+    try:
+        return cv2.cvtColor(array if channels > 1 else array[..., 0], conversion)
+    except cv2.error as exc:
+        raise ImageError(f"cannot convert {width}x{height} {encoding} to RGB: {exc.err}") from exc
+
+
+def decode_compressed(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png, as image_transport writes them) -> RGB."""
+    try:
+        fmt = str(msg.format).lower()
+        data = _byte_view(msg.data)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImageError(f"not a compressed image message: {exc}") from exc
+    if "compresseddepth" in fmt:
+        raise ImageError("compressedDepth images are depth maps, not camera images")
+    if data.size == 0:
+        raise ImageError("compressed image has no data")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"cannot decode {data.size} bytes of compressed image (format {msg.format!r})")
+    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
+        raise ImageError(f"image of {bgr.shape[1]}x{bgr.shape[0]} exceeds {MAX_PIXELS} pixels")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode(msg) -> np.ndarray:
+    """Either kind of camera message."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return decode_compressed(msg)
+    return decode_image(msg)

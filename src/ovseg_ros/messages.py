@@ -1,0 +1,179 @@
+"""Building the node's output messages from a Prediction, ROS-free.
+
+Builders take a MessageFactory, so the same code makes rclpy messages in the node and
+rosbags messages for offline bags and tests. Every output reuses the camera image's
+header (stamp and frame_id).
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ovseg_ros.predictor import Prediction, Segment
+
+SEMANTIC_NONE = 65535  # value of unlabelled pixels in the semantic image
+
+
+class MessageFactory(Protocol):
+    def new(self, type_name: str, **fields: Any) -> Any: ...
+    def uint8_array(self, values: np.ndarray) -> Any: ...
+    def float64_array(self, values: np.ndarray) -> Any: ...
+    def byte(self, value: int) -> Any: ...
+
+
+class RosbagsFactory:
+    """Messages as rosbags dataclasses (serialisable with typestore.serialize_cdr)."""
+
+    def __init__(self, typestore) -> None:
+        self.typestore = typestore
+
+    def new(self, type_name: str, **fields: Any) -> Any:
+        return self.typestore.types[type_name](**fields)
+
+    def uint8_array(self, values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+
+    def float64_array(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def byte(self, value: int) -> int:
+        return int(value)
+
+
+class RclpyFactory:
+    """Messages as rclpy classes ("pkg/msg/Name" resolved by importing pkg.msg)."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}
+
+    def new(self, type_name: str, **fields: Any) -> Any:
+        cls = self._classes.get(type_name)
+        if cls is None:
+            package, kind, name = type_name.split("/")
+            cls = getattr(importlib.import_module(f"{package}.{kind}"), name)
+            self._classes[type_name] = cls
+        return cls(**fields)
+
+    def uint8_array(self, values: np.ndarray) -> array.array:
+        out = array.array("B")
+        out.frombytes(np.ascontiguousarray(values).reshape(-1).view(np.uint8).data)  # one copy
+        return out
+
+    def float64_array(self, values: np.ndarray) -> array.array:
+        return array.array("d", np.asarray(values, dtype=np.float64).tolist())
+
+    def byte(self, value: int) -> bytes:
+        return bytes([value])
+
+
+def image(factory: MessageFactory, header, pixels: np.ndarray, encoding: str) -> Any:
+    """pixels: H x W (mono) or H x W x C, uint8 or uint16 (written little-endian)."""
+    pixels = np.ascontiguousarray(pixels)
+    if pixels.dtype == np.uint16:
+        pixels = pixels.astype("<u2", copy=False)
+    height, width = pixels.shape[:2]
+    return factory.new(
+        "sensor_msgs/msg/Image",
+        header=header,
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=pixels.strides[0],
+        data=factory.uint8_array(pixels),
+    )
+
+
+def panoptic_image(factory: MessageFactory, header, prediction: Prediction) -> Any:
+    """mono16 segment ids (0 = no segment), matching Segment.id."""
+    return image(factory, header, prediction.panoptic.astype(np.uint16), "mono16")
+
+
+def semantic_image(factory: MessageFactory, header, prediction: Prediction) -> Any:
+    """mono16 class index into the vocabulary; SEMANTIC_NONE where no class scores
+    above the semantic threshold."""
+    labels = np.where(prediction.semantic < 0, SEMANTIC_NONE, prediction.semantic).astype(np.uint16)
+    return image(factory, header, labels, "mono16")
+
+
+def segment_array(factory: MessageFactory, header, prediction: Prediction) -> Any:
+    return factory.new(
+        "ovseg_msgs/msg/SegmentArray",
+        header=header,
+        vocabulary_version=prediction.vocabulary_version,
+        segments=[_segment(factory, s) for s in prediction.segments],
+    )
+
+
+def _segment(factory: MessageFactory, s: Segment) -> Any:
+    x, y, w, h = s.bbox
+    return factory.new(
+        "ovseg_msgs/msg/Segment",
+        id=s.id,
+        class_index=s.category,
+        label=s.label,
+        is_thing=s.is_thing,
+        score=float(s.score),
+        area=s.area,
+        bbox=factory.new("sensor_msgs/msg/RegionOfInterest", x_offset=x, y_offset=y, height=h, width=w, do_rectify=False),
+        centroid=factory.new("geometry_msgs/msg/Point", x=float(s.centroid[0]), y=float(s.centroid[1]), z=0.0),
+    )
+
+
+def detection_array(factory: MessageFactory, header, prediction: Prediction) -> Any:
+    """vision_msgs/Detection2DArray of the thing segments: id = segment id,
+    hypothesis class_id = label, bbox centre and size in pixels."""
+    detections = [_detection(factory, header, s) for s in prediction.segments if s.is_thing and s.area > 0]
+    return factory.new("vision_msgs/msg/Detection2DArray", header=header, detections=detections)
+
+
+def _detection(factory: MessageFactory, header, s: Segment) -> Any:
+    x, y, w, h = s.bbox
+    identity_pose = factory.new(
+        "geometry_msgs/msg/PoseWithCovariance",
+        pose=factory.new(
+            "geometry_msgs/msg/Pose",
+            position=factory.new("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0),
+            orientation=factory.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
+        ),
+        covariance=factory.float64_array(np.zeros(36)),
+    )
+    hypothesis = factory.new(
+        "vision_msgs/msg/ObjectHypothesisWithPose",
+        hypothesis=factory.new("vision_msgs/msg/ObjectHypothesis", class_id=s.label, score=float(s.score)),
+        pose=identity_pose,
+    )
+    center = factory.new(
+        "vision_msgs/msg/Pose2D",
+        position=factory.new("vision_msgs/msg/Point2D", x=x + w / 2.0, y=y + h / 2.0),
+        theta=0.0,
+    )
+    return factory.new(
+        "vision_msgs/msg/Detection2D",
+        header=header,
+        results=[hypothesis],
+        bbox=factory.new("vision_msgs/msg/BoundingBox2D", center=center, size_x=float(w), size_y=float(h)),
+        id=str(s.id),
+    )
+
+
+def label_info(factory: MessageFactory, header, labels: Sequence[str], threshold: float = 0.0) -> Any:
+    """vision_msgs/LabelInfo: class index -> label of the active vocabulary."""
+    class_map = [factory.new("vision_msgs/msg/VisionClass", class_id=i, class_name=label) for i, label in enumerate(labels)]
+    return factory.new("vision_msgs/msg/LabelInfo", header=header, class_map=class_map, threshold=float(threshold))
+
+
+def diagnostic_array(factory: MessageFactory, header, name: str, level: int, message: str, values: dict[str, str], hardware_id: str = "") -> Any:
+    status = factory.new(
+        "diagnostic_msgs/msg/DiagnosticStatus",
+        level=factory.byte(level),
+        name=name,
+        message=message,
+        hardware_id=hardware_id,
+        values=[factory.new("diagnostic_msgs/msg/KeyValue", key=k, value=str(v)) for k, v in values.items()],
+    )
+    return factory.new("diagnostic_msgs/msg/DiagnosticArray", header=header, status=[status])

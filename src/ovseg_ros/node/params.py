@@ -1,0 +1,151 @@
+"""Node parameters: names, defaults, descriptions and ranges in one table, validated
+into a dataclass. The rclpy shell declares them from PARAMETERS; tests use it directly."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from ovseg_ros.vocabulary import DEFAULT_CLASSES, DEFAULT_THINGS
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot start with; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    read_only: bool = True  # most settings need a restart; the vocabulary has its service
+
+
+PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("checkpoint", "", "EOV-Seg checkpoint file (official detectron2 .pth/.pkl or ours)"),
+    ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", ("checkpoint", "random")),
+    ParameterSpec("variant", "S", "EOV-Seg variant: S (RN50 CLIP) or M (RN50x4)", ("S", "M")),
+    ParameterSpec("backend", "torch", "inference backend", ("torch",)),
+    ParameterSpec("device", "cuda", "torch device: cpu, cuda, cuda:N"),
+    ParameterSpec("min_size", 640, "short side of the network input in pixels (0: keep camera size)", minimum=0, maximum=4096),
+    ParameterSpec("max_size", 2560, "cap on the long side of the network input", minimum=32, maximum=8192),
+    ParameterSpec("classes", DEFAULT_CLASSES.split("; "), "initial vocabulary, one class per entry, synonyms comma-separated", read_only=False),
+    ParameterSpec("things", DEFAULT_THINGS.split("; "), "initial classes that are things (any of their names)", read_only=False),
+    ParameterSpec("object_mask_threshold", 0.0, "minimum query score to become a segment", minimum=0.0, maximum=1.0),
+    ParameterSpec("overlap_threshold", 0.8, "share of its own mask a segment must keep after overlaps", minimum=0.0, maximum=1.0),
+    ParameterSpec("semantic_threshold", 0.0, "pixels whose best semantic score is lower get 65535 (none)", minimum=0.0, maximum=100.0),
+    ParameterSpec("image_topics", ["/camera/image_raw"], "camera image topics (one or more cameras)"),
+    ParameterSpec("compressed", False, "subscribe to <topic>/compressed (sensor_msgs/CompressedImage)"),
+    ParameterSpec("qos_reliability", "best_effort", "camera subscription reliability", ("best_effort", "reliable")),
+    ParameterSpec("qos_depth", 1, "camera subscription queue depth (only the newest frame is used)", minimum=1, maximum=100),
+    ParameterSpec("publish_overlay", True, "publish the rgb8 overlay (rendered only while someone subscribes)"),
+    ParameterSpec("max_batch", 4, "largest number of cameras' frames run as one batch", minimum=1, maximum=16),
+    ParameterSpec("max_frame_age", 0.0, "drop frames older than this many seconds when their turn comes (0: never)", minimum=0.0, maximum=60.0),
+    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", minimum=0.1, maximum=60.0),
+)
+
+
+@dataclass(frozen=True)
+class QosSpec:
+    """What the rclpy shell turns into a QoSProfile."""
+
+    reliability: str  # "best_effort" | "reliable"
+    depth: int
+    durability: str = "volatile"  # "volatile" | "transient_local"
+
+
+@dataclass(frozen=True)
+class NodeParameters:
+    checkpoint: str = ""
+    weights: str = "checkpoint"
+    variant: str = "S"
+    backend: str = "torch"
+    device: str = "cuda"
+    min_size: int = 640
+    max_size: int = 2560
+    classes: tuple[str, ...] = ()
+    things: tuple[str, ...] = ()
+    object_mask_threshold: float = 0.0
+    overlap_threshold: float = 0.8
+    semantic_threshold: float = 0.0
+    image_topics: tuple[str, ...] = ("/camera/image_raw",)
+    compressed: bool = False
+    qos_reliability: str = "best_effort"
+    qos_depth: int = 1
+    publish_overlay: bool = True
+    max_batch: int = 4
+    max_frame_age: float = 0.0
+    diagnostics_period: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "NodeParameters":
+        """Validate raw values (missing ones take their defaults); raises ParameterError."""
+        known = {spec.name: spec for spec in PARAMETERS}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParameterError(f"unknown parameter(s): {', '.join(unknown)}")
+        checked = {}
+        for spec in PARAMETERS:
+            checked[spec.name] = _check(spec, values.get(spec.name, spec.default))
+        if checked["weights"] == "checkpoint" and not checked["checkpoint"]:
+            raise ParameterError(
+                "parameter 'checkpoint' is empty: give an EOV-Seg checkpoint path, or set weights:=random "
+                "for stand-in random weights (smoke tests only)"
+            )
+        if checked["weights"] == "random" and checked["checkpoint"]:
+            raise ParameterError("give either 'checkpoint' or weights:=random, not both")
+        if checked["min_size"] and checked["max_size"] < checked["min_size"]:
+            raise ParameterError(f"max_size {checked['max_size']} is smaller than min_size {checked['min_size']}")
+        topics = checked["image_topics"]
+        if not topics or any(not t.strip() for t in topics):
+            raise ParameterError("image_topics must list at least one non-empty topic")
+        if len(set(topics)) != len(topics):
+            raise ParameterError("image_topics lists a topic twice")
+        return cls(**{f.name: checked[f.name] for f in fields(cls) if f.name in checked})
+
+    @property
+    def camera_qos(self) -> QosSpec:
+        """Sensor-data style by default: best effort, newest frame only."""
+        return QosSpec(self.qos_reliability, self.qos_depth)
+
+    @property
+    def output_qos(self) -> QosSpec:
+        """Outputs are reliable (reaches best-effort and reliable subscribers alike)."""
+        return QosSpec("reliable", 2)
+
+    @property
+    def label_info_qos(self) -> QosSpec:
+        """Latched, so late subscribers get the active vocabulary."""
+        return QosSpec("reliable", 1, "transient_local")
+
+
+def _check(spec: ParameterSpec, value: Any) -> Any:
+    default = spec.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ParameterError(f"parameter {spec.name!r} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(f"parameter {spec.name!r} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ParameterError(f"parameter {spec.name!r} must be a finite number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ParameterError(f"parameter {spec.name!r} must be a string, got {value!r}")
+        if spec.choices and value not in spec.choices:
+            raise ParameterError(f"parameter {spec.name!r} must be one of {', '.join(spec.choices)}, got {value!r}")
+        return value
+    elif isinstance(default, list):
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise ParameterError(f"parameter {spec.name!r} must be a list of strings, got {value!r}")
+        return tuple(value)
+    if spec.minimum is not None and value < spec.minimum or spec.maximum is not None and value > spec.maximum:
+        raise ParameterError(f"parameter {spec.name!r} = {value} is outside [{spec.minimum}, {spec.maximum}]")
+    return value

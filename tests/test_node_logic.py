@@ -1,0 +1,231 @@
+"""The node's ROS-free logic: parameters, QoS, camera names, frame slots, vocabulary
+service, pipeline and diagnostics."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import make_header
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ovseg_ros import messages
+from ovseg_ros.node import diagnostics, vocabulary_service
+from ovseg_ros.node.cameras import camera_names
+from ovseg_ros.node.frames import Frame, LatestFrameSlots
+from ovseg_ros.node.params import PARAMETERS, NodeParameters, ParameterError
+from ovseg_ros.node.pipeline import FramePipeline, ThrottledWarnings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+def test_defaults_need_a_checkpoint_or_random_weights():
+    with pytest.raises(ParameterError, match="checkpoint"):
+        NodeParameters.from_mapping({})
+    params = NodeParameters.from_mapping({"weights": "random"})
+    assert params.image_topics == ("/camera/image_raw",) and params.classes
+
+
+@pytest.mark.parametrize(
+    "values, reason",
+    [
+        ({"weights": "random", "min_size": -1}, "outside"),
+        ({"weights": "random", "min_size": "640"}, "integer"),
+        ({"weights": "random", "overlap_threshold": 1.5}, "outside"),
+        ({"weights": "random", "overlap_threshold": float("nan")}, "finite"),
+        ({"weights": "random", "qos_reliability": "sometimes"}, "one of"),
+        ({"weights": "random", "image_topics": []}, "at least one"),
+        ({"weights": "random", "image_topics": ["/a", "/a"]}, "twice"),
+        ({"weights": "random", "compressed": "yes"}, "true or false"),
+        ({"weights": "random", "classes": "person"}, "list of strings"),
+        ({"weights": "random", "checkpoint": "x.pth"}, "not both"),
+        ({"weights": "random", "min_size": 800, "max_size": 640}, "smaller"),
+        ({"weights": "random", "colour": 3}, "unknown"),
+    ],
+)
+def test_bad_parameters_are_named(values, reason):
+    with pytest.raises(ParameterError, match=reason):
+        NodeParameters.from_mapping(values)
+
+
+def test_every_parameter_has_a_description_and_a_field():
+    names = {f for f in NodeParameters.__dataclass_fields__}
+    for spec in PARAMETERS:
+        assert spec.description and spec.name in names
+
+
+def test_qos_choices():
+    params = NodeParameters.from_mapping({"weights": "random"})
+    assert (params.camera_qos.reliability, params.camera_qos.depth) == ("best_effort", 1)
+    assert params.label_info_qos.durability == "transient_local"
+    assert params.output_qos.reliability == "reliable"
+    reliable = NodeParameters.from_mapping({"weights": "random", "qos_reliability": "reliable", "qos_depth": 3})
+    assert (reliable.camera_qos.reliability, reliable.camera_qos.depth) == ("reliable", 3)
+
+
+def test_camera_names():
+    assert camera_names(["/front/image_raw", "/robot/left/image_rect", "/image_raw", "/front/image"]) == [
+        "front", "robot/left", "camera", "front_2",
+    ]
+
+
+# --- frame slots ------------------------------------------------------------------------
+
+
+def test_slots_keep_only_the_newest_frame_per_camera():
+    clock = FakeClock()
+    slots = LatestFrameSlots(clock)
+    for i in range(5):
+        slots.put("front", i)
+        clock.now += 0.01
+    slots.put("rear", "r")
+    frames = slots.take(timeout=0)
+    assert [(f.camera, f.message) for f in frames] == [("front", 4), ("rear", "r")]
+    assert slots.replaced["front"] == 4 and slots.received["front"] == 5
+    assert slots.take(timeout=0) == []
+
+
+def test_slots_batch_limit_and_max_age():
+    clock = FakeClock()
+    slots = LatestFrameSlots(clock)
+    slots.put("a", 1)
+    clock.now += 1.0
+    slots.put("b", 2)
+    slots.put("c", 3)
+    assert [f.camera for f in slots.take(timeout=0, max_frames=2, max_age=0.5)] == ["b"]  # a expired
+    assert slots.expired["a"] == 1
+    assert [f.camera for f in slots.take(timeout=0)] == ["c"]
+
+
+def test_slots_wake_the_worker_and_close():
+    slots = LatestFrameSlots()
+    got = []
+    worker = threading.Thread(target=lambda: got.extend(slots.take(timeout=5)))
+    worker.start()
+    slots.put("front", "frame")
+    worker.join(2)
+    assert [f.message for f in got] == ["frame"]
+    slots.close()
+    assert slots.take(timeout=5) == []
+
+
+# --- vocabulary service -------------------------------------------------------------------
+
+
+def test_set_vocabulary_swaps_and_versions(tiny_predictor):
+    before = tiny_predictor.vocabulary_version
+    reply = vocabulary_service.set_vocabulary(tiny_predictor, ["person", "car, automobile"], ["car"])
+    assert reply.success and reply.version == before + 1
+    classes, things, version = vocabulary_service.get_vocabulary(tiny_predictor)
+    assert classes == ["person", "car, automobile"] and things == ["car"] and version == reply.version
+
+
+def test_bad_request_keeps_the_old_vocabulary(tiny_predictor):
+    old = vocabulary_service.get_vocabulary(tiny_predictor)
+    for classes, things in ([[], []], [["a", "A"], []], [["a"], ["b"]], [[" "], []], [["x; y"], []]):
+        reply = vocabulary_service.set_vocabulary(tiny_predictor, classes, things)
+        assert not reply.success and reply.message and reply.version == old[2]
+    assert vocabulary_service.get_vocabulary(tiny_predictor) == old
+
+
+names = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(classes=st.lists(names, max_size=5), things=st.lists(names, max_size=3))
+def test_fuzz_vocabulary_requests(tiny_predictor, classes, things):
+    before = vocabulary_service.get_vocabulary(tiny_predictor)
+    reply = vocabulary_service.set_vocabulary(tiny_predictor, classes, things)
+    assert reply.message
+    if reply.success:
+        assert reply.version == before[2] + 1
+    else:
+        assert vocabulary_service.get_vocabulary(tiny_predictor) == before
+
+
+def test_frames_never_mix_vocabularies(tiny_predictor, typestore):
+    """Every output carries the version it was made with, and its labels belong to it."""
+    factory = messages.RosbagsFactory(typestore)
+    pipeline = FramePipeline(tiny_predictor, factory, warn=lambda m: None)
+    image = rgb_message(typestore, np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    vocabularies = {}
+    stop = threading.Event()
+
+    def swap():
+        i = 0
+        while not stop.is_set():
+            reply = vocabulary_service.set_vocabulary(tiny_predictor, [f"thing{i}", f"stuff{i}"], [f"thing{i}"])
+            vocabularies[reply.version] = {f"thing{i}", f"stuff{i}"}
+            i += 1
+
+    vocabularies[tiny_predictor.vocabulary_version] = set(tiny_predictor.vocabulary.labels)
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        for _ in range(15):
+            (out,) = pipeline.process([Frame("front", image, 0.0)])
+            labels = {s.label for s in out.segments.segments}
+            assert labels <= vocabularies[out.segments.vocabulary_version]
+    finally:
+        stop.set()
+        swapper.join()
+
+
+# --- pipeline and diagnostics --------------------------------------------------------------
+
+
+def rgb_message(typestore, rgb, sec=1):
+    return typestore.types["sensor_msgs/msg/Image"](
+        header=make_header(typestore, sec=sec), height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+        is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.reshape(-1).copy(),
+    )
+
+
+def test_pipeline_drops_bad_frames_and_keeps_going(tiny_predictor, typestore):
+    warnings = []
+    pipeline = FramePipeline(tiny_predictor, messages.RosbagsFactory(typestore), warn=warnings.append)
+    good = rgb_message(typestore, np.zeros((40, 30, 3), np.uint8), sec=7)
+    bad = rgb_message(typestore, np.zeros((40, 30, 3), np.uint8))
+    bad.encoding = "weird"
+    outputs = pipeline.process([Frame("front", bad, 0.0), Frame("rear", good, 0.0)], wants_overlay=lambda c: True)
+    assert [o.camera for o in outputs] == ["rear"]
+    out = outputs[0]
+    assert out.panoptic.header.stamp.sec == 7 and out.overlay.encoding == "rgb8" and out.detections is not None
+    assert pipeline.stats.bad_input["front"] == 1 and "weird" in warnings[0]
+    assert pipeline.process([Frame("front", bad, 0.0)]) == []
+    assert len(warnings) == 1  # throttled
+
+
+def test_throttled_warnings():
+    clock, seen = FakeClock(), []
+    warn = ThrottledWarnings(seen.append, period=5.0, clock=clock)
+    for _ in range(3):
+        warn("k", "bad frame")
+    clock.now += 6
+    warn("k", "bad frame")
+    assert seen == ["bad frame", "bad frame (2 similar messages suppressed)"]
+
+
+def test_diagnostics_summary(tiny_predictor, typestore):
+    slots = LatestFrameSlots()
+    pipeline = FramePipeline(tiny_predictor, messages.RosbagsFactory(typestore), warn=lambda m: None)
+    slots.put("front", rgb_message(typestore, np.zeros((32, 32, 3), np.uint8)))
+    pipeline.process(slots.take(timeout=0))
+    level, message, values = diagnostics.summarize(["front", "rear"], slots, pipeline.stats, {"front": 10.0}, {}, 3)
+    assert level == diagnostics.WARN and "rear: no frames" in message
+    assert values["front/processed"] == "1" and values["vocabulary_version"] == "3"
+    assert float(values["latency_engine_ms"]) > 0
+    meter = diagnostics.RateMeter()
+    meter.rates({"front": 0}, 0.0)
+    assert meter.rates({"front": 20}, 2.0) == {"front": 10.0}
