@@ -61,3 +61,16 @@ def test_any_image_size_and_consistent_segments(predictor, shape):
             assert s.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
         assert s.label == predictor.vocabulary.labels[s.category]
         assert s.is_thing == predictor.vocabulary.is_thing[s.category]
+
+
+def test_unusable_device_is_a_clear_error():
+    import torch
+
+    from ovseg_ros.engine import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

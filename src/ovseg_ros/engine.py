@@ -20,13 +20,27 @@ class EngineOutput:
     clip_mask_valid: torch.Tensor  # [B, Q] bool
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A usable torch device, or ValueError saying why not (instead of a deep CUDA error)."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here; use device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    return resolved
+
+
 class TorchEngine:
     """Eager PyTorch on CPU or CUDA."""
 
     name = "torch"
 
     def __init__(self, model: EOVSeg, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -11,7 +11,7 @@ import threading
 import time
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -27,7 +27,7 @@ from ovseg_ros.node.cameras import camera_names
 from ovseg_ros.node.frames import LatestFrameSlots
 from ovseg_ros.node.params import PARAMETERS, NodeParameters, ParameterError, QosSpec
 from ovseg_ros.node.pipeline import FramePipeline
-from ovseg_ros.predictor import MissingWeightsError, Predictor
+from ovseg_ros.predictor import STAND_IN_BANNER, MissingWeightsError, Predictor
 
 try:
     from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -61,6 +61,8 @@ class OvsegNode(Node):
         self.predictor = Predictor.from_checkpoint(
             p.checkpoint or None, p.variant, p.device, config, stand_in_weights=p.weights == "random"
         )
+        if p.weights == "random":
+            self.get_logger().warning(STAND_IN_BANNER)
         self.predictor.set_vocabulary(list(p.classes), list(p.things))
         self.factory = messages.RclpyFactory()
         self.pipeline = FramePipeline(
@@ -101,6 +103,7 @@ class OvsegNode(Node):
         self.create_service(GetVocabulary, "~/get_vocabulary", self._on_get_vocabulary, callback_group=services_group)
         self.create_timer(p.diagnostics_period, self._publish_diagnostics, callback_group=services_group)
         self._publish_label_info()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
@@ -151,6 +154,19 @@ class OvsegNode(Node):
             self._publish_label_info()
         return response
 
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """`ros2 param set ... classes/things` goes through the same checked swap as the service."""
+        changed = {param.name: param.value for param in parameters}
+        if not {"classes", "things"} & changed.keys():
+            return SetParametersResult(successful=True)
+        current_classes, current_things, _ = vocabulary_service.get_vocabulary(self.predictor)
+        classes = changed.get("classes", current_classes)
+        things = changed.get("things", current_things)
+        reply = vocabulary_service.set_vocabulary(self.predictor, classes, things)
+        if reply.success:
+            self._publish_label_info()
+        return SetParametersResult(successful=reply.success, reason=reply.message)
+
     def _on_get_vocabulary(self, request, response):
         response.classes, response.things, response.vocabulary_version = vocabulary_service.get_vocabulary(self.predictor)
         return response
@@ -197,7 +213,7 @@ def main(args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ParameterError, MissingWeightsError, FileNotFoundError, ValueError) as exc:
+    except (ParameterError, MissingWeightsError, FileNotFoundError, NotImplementedError, ValueError) as exc:
         rclpy.logging.get_logger("ovseg_node").fatal(f"cannot start: {exc}")
         sys.exit(1)
     finally:
