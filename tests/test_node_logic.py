@@ -52,6 +52,8 @@ def test_defaults_need_a_checkpoint_or_random_weights():
         ({"weights": "random", "checkpoint": "x.pth"}, "not both"),
         ({"weights": "random", "min_size": 800, "max_size": 640}, "smaller"),
         ({"weights": "random", "colour": 3}, "unknown"),
+        ({"weights": "random", "backend": "tensorrt"}, "engine_file"),
+        ({"weights": "random", "backend": "onnxruntime", "engine_file": "m.onnx", "cuda_graphs": True}, "torch backend only"),
     ],
 )
 def test_bad_parameters_are_named(values, reason):

@@ -48,3 +48,13 @@ def test_batch_is_normalised_and_zero_padded():
     torch.testing.assert_close(batch.images[0, :, 0, 0], (200 - mean) / std)
     assert batch.images[0, :, 30:].abs().sum() == 0 and batch.images[1, :, 20:].abs().sum() == 0
     assert batch.input_sizes == [(30, 50), (20, 50)]
+
+
+def test_fixed_size_engines_get_images_that_fit():
+    from ovseg_ros.preprocess import fitted_shape
+
+    mean, std = torch.zeros(3), torch.ones(3)
+    assert fitted_shape(250, 340, 256, 352) == (250, 340)  # fits: untouched
+    assert fitted_shape(640, 853, 480, 640) == (480, 640)  # the 640 short-side rule, shrunk to fit
+    batch = preprocess([np.zeros((720, 1280, 3), np.uint8)], mean, std, min_size=640, fixed_size=(480, 640))
+    assert batch.images.shape[-2:] == (480, 640) and batch.resized_sizes == [(360, 640)]

@@ -1,4 +1,4 @@
-"""`ovseg` command line: segment image files, or process a rosbag2 offline."""
+"""`ovseg` command line: segment images, process bags, export and build engines, benchmark."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--variant", default="S", help="S (RN50 CLIP, default) or M (RN50x4)")
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    group.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    group.add_argument("--engine", help="ONNX file from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)")
+    group.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA: autocast; tensorrt: fp16 engine)")
+    group.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: replay the forward as a CUDA graph")
     group.add_argument("--min-size", type=int, default=640, help="short side after resizing (0: keep size)")
     group.add_argument("--max-size", type=int, default=2560, help="cap on the long side after resizing")
     group.add_argument("--classes", default=DEFAULT_CLASSES, help='";" separates classes, "," synonyms of one class')
@@ -54,6 +58,36 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--vision-msgs", help="folder with vision_msgs msg/*.msg when ROS is not installed")
     _add_model_arguments(bag)
     bag.set_defaults(run=run_bag)
+
+    export = sub.add_parser("export", help="export the network to ONNX (opset 19) for onnxruntime / TensorRT")
+    export.add_argument("--size", required=True, type=_size, help="network input HxW, multiples of 32 (e.g. 480x640)")
+    export.add_argument("--batch", type=int, default=1, help="images per forward pass (cameras batched together)")
+    export.add_argument("--out", type=Path, required=True, help="output .onnx file")
+    export.add_argument("--checkpoint")
+    export.add_argument("--weights", choices=["checkpoint", "random"], default="checkpoint")
+    export.add_argument("--variant", default="S")
+    export.set_defaults(run=run_export)
+
+    build = sub.add_parser("build-engine", help="build (or reuse from the cache) a TensorRT engine from an exported ONNX")
+    build.add_argument("onnx", type=Path)
+    build.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    build.add_argument("--min-rows", type=int, default=1, help="fewest text rows (classes x synonyms) the engine accepts")
+    build.add_argument("--opt-rows", type=int, default=32, help="text rows the engine is tuned for")
+    build.add_argument("--max-rows", type=int, default=512, help="most text rows the engine accepts")
+    build.add_argument("--workspace-gib", type=float, default=4.0)
+    build.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default ~/.cache/ovseg_ros/engines)")
+    build.add_argument("--force-rebuild", action="store_true")
+    build.add_argument("--device", default="cuda")
+    build.set_defaults(run=run_build_engine)
+
+    bench = sub.add_parser("benchmark", help="latency per pipeline stage and end-to-end FPS (table + JSON)")
+    bench.add_argument("--size", type=_size, default=(480, 640), help="camera image HxW (fed at this size)")
+    bench.add_argument("--iterations", type=int, default=30)
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--json", type=Path, help="also write the results here")
+    _add_model_arguments(bench)
+    bench.set_defaults(run=run_benchmark, classes=None, weights="random")
+    bench.add_argument("--num-classes", dest="num_classes", type=int, default=24, help="vocabulary size (COCO names)")
     return parser
 
 
@@ -64,7 +98,8 @@ def make_predictor(args: argparse.Namespace):
         raise SystemExit("error: give either --checkpoint or --weights random, not both")
     config = InferenceConfig(min_size=args.min_size, max_size=args.max_size)
     predictor = Predictor.from_checkpoint(
-        args.checkpoint, args.variant, args.device, config, stand_in_weights=args.weights == "random"
+        args.checkpoint, args.variant, args.device, config, stand_in_weights=args.weights == "random",
+        backend=args.backend, engine_file=args.engine, fp16=args.fp16, cuda_graphs=args.cuda_graphs,
     )
     predictor.set_vocabulary(args.classes, args.things)
     return predictor
@@ -126,6 +161,42 @@ def run_bag(args: argparse.Namespace) -> int:
     return 0 if report.frames_out or not report.frames_in else 1
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size must look like 480x640, got {text!r}") from exc
+    return height, width
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ovseg_ros.onnx_export import export_onnx
+    from ovseg_ros.predictor import build_model
+
+    model = build_model(args.checkpoint, args.variant, stand_in_weights=args.weights == "random")
+    height, width = args.size
+    path = export_onnx(model, args.out, height, width, batch=args.batch)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): images [{args.batch}, 3, {height}, {width}], text_embeddings [T, {model.config.clip.embed_dim}]")
+    return 0
+
+
+def run_build_engine(args: argparse.Namespace) -> int:
+    from ovseg_ros.engine_tensorrt import DEFAULT_CACHE, BuildConfig, build_engine
+
+    config = BuildConfig(
+        precision=args.precision, min_text_rows=args.min_rows, opt_text_rows=args.opt_rows, max_text_rows=args.max_rows,
+        workspace_gib=args.workspace_gib, cache_dir=args.cache_dir or DEFAULT_CACHE, force_rebuild=args.force_rebuild,
+    )
+    print(build_engine(args.onnx, config, args.device))
+    return 0
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from ovseg_ros.benchmark import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ovseg_ros.predictor import MissingWeightsError
     from ovseg_ros.vocabulary import VocabularyError
@@ -134,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (MissingWeightsError, VocabularyError, FileNotFoundError, FileExistsError, NotImplementedError, ValueError) as exc:
+    except (MissingWeightsError, VocabularyError, FileNotFoundError, FileExistsError, NotImplementedError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -19,7 +19,7 @@ import torch
 
 from ovseg_ros.checkpoint import load_checkpoint
 from ovseg_ros.config import EOVSegConfig, InferenceConfig, variant_config
-from ovseg_ros.engine import EngineOutput, TorchEngine
+from ovseg_ros.engine import Engine, EngineOutput, create_engine
 from ovseg_ros.modeling import EOVSeg
 from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
 from ovseg_ros.preprocess import Batch, preprocess
@@ -80,12 +80,18 @@ class StageTimes:
 
 
 class Predictor:
-    def __init__(self, engine: TorchEngine, text_embedder: TextEmbedder, config: InferenceConfig | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        text_embedder: TextEmbedder,
+        config: InferenceConfig | None = None,
+        model_config: EOVSegConfig | None = None,
+    ) -> None:
         self.engine = engine
         self.text_embedder = text_embedder
         self.config = config or InferenceConfig()
         self.device = engine.device
-        self.model_config: EOVSegConfig = engine.model.config
+        self.model_config: EOVSegConfig = model_config or engine.model.config
         self._state: VocabularyState | None = None
         self._lock = threading.Lock()
         self._pixel_mean = torch.tensor(self.model_config.pixel_mean, device=self.device)
@@ -99,12 +105,17 @@ class Predictor:
         device: str = "cpu",
         config: InferenceConfig | None = None,
         stand_in_weights: bool = False,
+        backend: str = "torch",
+        engine_file: str | None = None,
+        fp16: bool = False,
+        cuda_graphs: bool = False,
     ) -> "Predictor":
         """Build the model and load a checkpoint. Without one, refuse unless
-        `stand_in_weights` is set, in which case weights are random and a banner says so."""
+        `stand_in_weights` is set, in which case weights are random and a banner says so.
+        Compiled backends run `engine_file`; the model's text tower encodes vocabularies."""
         model = build_model(checkpoint, variant, stand_in_weights)
-        engine = TorchEngine(model, device)
-        return cls(engine, TextEmbedder(engine.model.text_encoder), config)
+        engine = create_engine(backend, model, device, engine_file, fp16=fp16, cuda_graphs=cuda_graphs)
+        return cls(engine, TextEmbedder(model.text_encoder.to(engine.device)), config, model.config)
 
     @property
     def vocabulary(self) -> Vocabulary | None:
@@ -123,7 +134,8 @@ class Predictor:
         text, class_index = self.text_embedder.classifier(vocabulary)
         text = text.to(self.device)
         with torch.inference_mode():
-            text_with_void = self.engine.model.text_with_void(text)
+            void = torch.nn.functional.normalize(self.engine.void_embedding.to(self.device).float(), dim=-1)
+            text_with_void = torch.cat([text, void], dim=0)
         return VocabularyState(
             vocabulary=vocabulary,
             version=-1,
@@ -161,6 +173,7 @@ class Predictor:
             self.config.max_size,
             self.model_config.size_divisibility,
             self.device,
+            fixed_size=self.engine.input_size,
         )
         clock.lap("preprocess")
         output = self.engine(batch.images, state.text)

@@ -64,14 +64,19 @@ def preprocess(
     size_divisibility: int = 32,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    fixed_size: tuple[int, int] | None = None,
 ) -> Batch:
     """Resizing runs on `device` with antialiased bilinear filtering (as PIL does for
-    the published test-time resize)."""
+    the published test-time resize). With `fixed_size` (compiled engines), a resized
+    image that does not fit inside it is scaled down further, keeping its aspect ratio,
+    and every image is padded to exactly that size."""
     tensors, input_sizes, resized_sizes = [], [], []
     for image in images:
         rgb = as_rgb(image)
         height, width = rgb.shape[:2]
         size = resized_shape(height, width, min_size, max_size)
+        if fixed_size is not None:
+            size = fitted_shape(*size, *fixed_size)
         if not rgb.flags.writeable:  # e.g. a view of a message buffer; torch wants writable memory
             rgb = rgb.copy()
         x = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float()
@@ -81,12 +86,24 @@ def preprocess(
         tensors.append(x[0])
         input_sizes.append((height, width))
         resized_sizes.append(size)
-    padded_h = _round_up(max(s[0] for s in resized_sizes), size_divisibility)
-    padded_w = _round_up(max(s[1] for s in resized_sizes), size_divisibility)
+    if fixed_size is None:
+        padded_h = _round_up(max(s[0] for s in resized_sizes), size_divisibility)
+        padded_w = _round_up(max(s[1] for s in resized_sizes), size_divisibility)
+    else:
+        padded_h, padded_w = fixed_size
     batch = torch.zeros(len(tensors), 3, padded_h, padded_w, device=device, dtype=dtype)
     for i, x in enumerate(tensors):
         batch[i, :, : x.shape[1], : x.shape[2]] = x
     return Batch(batch, input_sizes, resized_sizes)
+
+
+def fitted_shape(height: int, width: int, max_height: int, max_width: int) -> tuple[int, int]:
+    """The size itself if it fits inside max_height x max_width, else the largest size
+    with its aspect ratio that does."""
+    if height <= max_height and width <= max_width:
+        return height, width
+    scale = min(max_height / height, max_width / width)
+    return min(max_height, max(1, int(height * scale + 0.5))), min(max_width, max(1, int(width * scale + 0.5)))
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -136,8 +137,8 @@ def interpolate_grid_embedding(grid_embedding: torch.Tensor, height: int, width:
     CLIP's positional embeddings are learnt for 224px inputs; dense prediction at other
     sizes resamples them (align_corners=False, as the published model does).
     """
-    size = int(round(grid_embedding.shape[0] ** 0.5))
-    channels = grid_embedding.shape[1]
+    size = math.isqrt(int(grid_embedding.shape[0]))  # a parameter's shape: constant under export
+    channels = int(grid_embedding.shape[1])
     grid = grid_embedding.reshape(1, size, size, channels).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
     return grid.permute(0, 2, 3, 1).reshape(height * width, channels)

@@ -26,8 +26,9 @@ class DynamicChannelConv(nn.Module):
     """Each query convolves its own feature vector along channels with a K-tap kernel
     predicted from the query, then LayerNorm.
 
-    The published form runs a grouped conv1d once per image; here one grouped conv1d
-    covers every query of the batch (same arithmetic, no Python loop).
+    The published form runs a grouped conv1d once per image. Here the same
+    cross-correlation is K shifted multiply-adds over the whole batch: no Python loop,
+    and no batch-size-dependent `groups` baked into an exported graph.
     """
 
     def __init__(self, dim: int, kernel_size: int = 3) -> None:
@@ -40,10 +41,14 @@ class DynamicChannelConv(nn.Module):
 
     def forward(self, query: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """query, value: [B, N, C] -> [B, N, C]."""
-        batch, num, channels = value.shape
-        taps = self.weight_linear(query).reshape(batch * num, 1, self.kernel_size)
-        out = F.conv1d(value.reshape(1, batch * num, channels), taps, groups=batch * num, padding=self.kernel_size // 2)
-        return self.norm(out.view(batch, num, channels))
+        taps = self.weight_linear(query)  # [B, N, K]
+        pad = self.kernel_size // 2
+        channels = value.shape[-1]
+        padded = F.pad(value, (pad, pad))
+        out = taps[..., 0:1] * padded[..., 0:channels]
+        for k in range(1, self.kernel_size):
+            out = out + taps[..., k : k + 1] * padded[..., k : k + channels]
+        return self.norm(out)
 
 
 class TwoWayExperts(nn.Module):

@@ -29,7 +29,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("checkpoint", "", "EOV-Seg checkpoint file (official detectron2 .pth/.pkl or ours)"),
     ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", ("checkpoint", "random")),
     ParameterSpec("variant", "S", "EOV-Seg variant: S (RN50 CLIP) or M (RN50x4)", ("S", "M")),
-    ParameterSpec("backend", "torch", "inference backend", ("torch",)),
+    ParameterSpec("backend", "torch", "inference backend", ("torch", "onnxruntime", "tensorrt")),
+    ParameterSpec("engine_file", "", "ONNX from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)"),
+    ParameterSpec("fp16", False, "half precision: torch autocast on CUDA, or an fp16 TensorRT engine"),
+    ParameterSpec("cuda_graphs", False, "torch on CUDA: replay the forward pass as a CUDA graph"),
     ParameterSpec("device", "cuda", "torch device: cpu, cuda, cuda:N"),
     ParameterSpec("min_size", 640, "short side of the network input in pixels (0: keep camera size)", minimum=0, maximum=4096),
     ParameterSpec("max_size", 2560, "cap on the long side of the network input", minimum=32, maximum=8192),
@@ -64,6 +67,9 @@ class NodeParameters:
     weights: str = "checkpoint"
     variant: str = "S"
     backend: str = "torch"
+    engine_file: str = ""
+    fp16: bool = False
+    cuda_graphs: bool = False
     device: str = "cuda"
     min_size: int = 640
     max_size: int = 2560
@@ -98,6 +104,10 @@ class NodeParameters:
             )
         if checked["weights"] == "random" and checked["checkpoint"]:
             raise ParameterError("give either 'checkpoint' or weights:=random, not both")
+        if checked["backend"] != "torch" and not checked["engine_file"]:
+            raise ParameterError(f"backend {checked['backend']} needs 'engine_file' (an ONNX from `ovseg export`)")
+        if checked["cuda_graphs"] and checked["backend"] != "torch":
+            raise ParameterError("cuda_graphs applies to the torch backend only")
         if checked["min_size"] and checked["max_size"] < checked["min_size"]:
             raise ParameterError(f"max_size {checked['max_size']} is smaller than min_size {checked['min_size']}")
         topics = checked["image_topics"]

@@ -59,7 +59,8 @@ class OvsegNode(Node):
             semantic_threshold=p.semantic_threshold,
         )
         self.predictor = Predictor.from_checkpoint(
-            p.checkpoint or None, p.variant, p.device, config, stand_in_weights=p.weights == "random"
+            p.checkpoint or None, p.variant, p.device, config, stand_in_weights=p.weights == "random",
+            backend=p.backend, engine_file=p.engine_file or None, fp16=p.fp16, cuda_graphs=p.cuda_graphs,
         )
         if p.weights == "random":
             self.get_logger().warning(STAND_IN_BANNER)
@@ -213,7 +214,7 @@ def main(args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ParameterError, MissingWeightsError, FileNotFoundError, NotImplementedError, ValueError) as exc:
+    except (ParameterError, MissingWeightsError, FileNotFoundError, NotImplementedError, ValueError, ImportError) as exc:
         rclpy.logging.get_logger("ovseg_node").fatal(f"cannot start: {exc}")
         sys.exit(1)
     finally:

@@ -1,0 +1,50 @@
+"""The network through onnxruntime (CPU; CUDA when onnxruntime-gpu is installed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ovseg_ros.engine import BackendUnavailable, EngineOutput, run_in_batches
+from ovseg_ros.onnx_export import OUTPUT_NAMES, read_metadata
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "the onnxruntime backend needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+            ) from exc
+        self.path = Path(onnx_path)
+        self.metadata = read_metadata(self.path)
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable("device cuda with onnxruntime needs onnxruntime-gpu (CUDAExecutionProvider)")
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.batch, _, height, width = self.metadata["input_size"]
+        self.input_size = (height, width)
+        self.device = torch.device("cpu")  # outputs come back as host arrays
+        constants = self.metadata["postprocess"]
+        self.void_embedding = torch.tensor(constants["void_embedding"]).view(1, -1)
+        self.class_logit_scale = torch.tensor(constants["class_logit_scale"])
+        self.clip_logit_scale = torch.tensor(constants["clip_logit_scale"])
+
+    def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
+        text = text_embeddings.detach().float().cpu().contiguous().numpy()
+
+        def run(chunk: torch.Tensor) -> list[torch.Tensor]:
+            feeds = {"images": chunk.detach().float().cpu().contiguous().numpy(), "text_embeddings": text}
+            return [torch.from_numpy(a) for a in self.session.run(list(OUTPUT_NAMES), feeds)]
+
+        return EngineOutput(*run_in_batches(run, images, self.batch))

@@ -1,0 +1,136 @@
+"""Export the network (not the text tower, not post-processing) to ONNX, opset 19.
+
+Inputs: `images` [B, 3, H, W] (normalised, padded; fixed at export) and
+`text_embeddings` [T, D] with T dynamic, so a new vocabulary never needs a new export.
+Outputs: last-stage `mask_logits`, `class_embeddings`, `clip_embeddings` and
+`clip_mask_valid`; post-processing runs outside on them. The modulated deformable convs
+become ONNX DeformConv (opset 19), which onnxruntime runs and TensorRT maps to its
+plugin. What post-processing needs from the weights (void embedding, logit scales) and
+a hash of the weights travel in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ovseg_ros.modeling import EOVSeg
+
+OPSET = 19
+INPUT_NAMES = ("images", "text_embeddings")
+OUTPUT_NAMES = ("mask_logits", "class_embeddings", "clip_embeddings", "clip_mask_valid")
+
+
+class ExportedNetwork(nn.Module):
+    """EOVSeg.forward with plain tensor outputs (the last stage only)."""
+
+    def __init__(self, model: EOVSeg) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor):
+        out = self.model(images, text_embeddings)
+        return out.mask_logits[-1], out.class_embeddings[-1], out.clip_embeddings, out.clip_mask_valid
+
+
+def weights_hash(model: EOVSeg) -> str:
+    """sha256 over the network's tensors (text tower excluded): ties an exported file to
+    the checkpoint the text embeddings come from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith("text_encoder."):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def postprocess_constants(model: EOVSeg) -> dict:
+    return {
+        "void_embedding": model.void_embedding.detach().cpu().flatten().tolist(),
+        "class_logit_scale": float(model.decoder.mask_heads[-1].logit_scale.detach()),
+        "clip_logit_scale": float(model.clip_logit_scale.detach()),
+    }
+
+
+def _deform_conv_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups, use_mask):
+    from torch.onnx import symbolic_helper as sh
+
+    ints = [sh._get_const(v, "i", "int") for v in (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups)]
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups = ints
+    kernel = sh._get_tensor_sizes(weight)[2:]
+    inputs = [input, weight, offset, bias]
+    if sh._get_const(use_mask, "b", "use_mask"):
+        inputs.append(mask)
+    return g.op(
+        "DeformConv",
+        *inputs,
+        dilations_i=[dil_h, dil_w],
+        group_i=groups,
+        kernel_shape_i=kernel,
+        offset_group_i=offset_groups,
+        pads_i=[pad_h, pad_w, pad_h, pad_w],
+        strides_i=[stride_h, stride_w],
+    )
+
+
+def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch: int = 1, num_text_rows: int = 8) -> Path:
+    """Write `path` (.onnx). height and width must be multiples of 32."""
+    divisor = model.config.size_divisibility
+    if height % divisor or width % divisor or height <= 0 or width <= 0:
+        raise ValueError(f"export size {height}x{width} must be positive multiples of {divisor}")
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    images = torch.zeros(batch, 3, height, width)
+    text = torch.nn.functional.normalize(torch.randn(num_text_rows, model.config.clip.embed_dim), dim=-1)
+    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv_symbolic, OPSET)
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing notes that sizes become constants: intended, the export size is fixed
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            ExportedNetwork(model).eval(),  # the exporter restores the wrapper's mode afterwards
+            (images, text),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={"text_embeddings": {0: "text_rows"}},
+            do_constant_folding=True,
+        )
+    exported = onnx.load(str(path))
+    metadata = {
+        "ovseg_format": "1",
+        "variant": model.config.variant,
+        "input_size": json.dumps([batch, 3, height, width]),
+        "text_dim": str(model.config.clip.embed_dim),
+        "weights_sha256": weights_hash(model),
+        "postprocess": json.dumps(postprocess_constants(model)),
+    }
+    for key, value in metadata.items():
+        entry = exported.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(exported, str(path))
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("ovseg_format") != "1":
+        raise ValueError(f"{path} was not exported by ovseg export (no ovseg metadata)")
+    meta["input_size"] = json.loads(meta["input_size"])
+    meta["postprocess"] = json.loads(meta["postprocess"])
+    meta["text_dim"] = int(meta["text_dim"])
+    return meta
