@@ -70,21 +70,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_config():
-    """The real architecture at toy widths: fast enough for node and fuzz tests."""
-    from ovseg_ros.config import CLIPConfig, EOVSegConfig
-
-    clip = CLIPConfig(name="tiny", layers=(1, 1, 1, 1), width=16, heads=2, embed_dim=32, text_width=32, text_heads=2, text_layers=1)
-    return EOVSegConfig(variant="tiny", clip=clip, vit_width=32, vit_heads=2, agg_dim=16, hidden_dim=32, num_queries=10)
-
-
 @pytest.fixture(scope="session")
 def tiny_model():
+    from ovseg_ros.config import toy_config
     from ovseg_ros.modeling import EOVSeg
     from ovseg_ros.predictor import _randomize
 
     torch.manual_seed(0)
-    model = EOVSeg(tiny_config()).eval()
+    model = EOVSeg(toy_config()).eval()
     _randomize(model)
     return model
 
@@ -110,9 +103,3 @@ def typestore():
     store, has_vision = rosbags_typestore(vision)
     assert has_vision, f"vision_msgs definitions expected in {vision}"
     return store
-
-
-def make_header(typestore, sec: int = 12, nanosec: int = 345, frame_id: str = "camera_optical"):
-    Time = typestore.types["builtin_interfaces/msg/Time"]
-    Header = typestore.types["std_msgs/msg/Header"]
-    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)

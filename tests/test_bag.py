@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_header
+from support import make_header
 
 from ovseg_ros.cli import main
 

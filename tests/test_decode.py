@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import make_header
+from support import make_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

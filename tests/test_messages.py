@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_header
+from support import make_header
 
 from ovseg_ros import messages
 from ovseg_ros.decode import decode_image

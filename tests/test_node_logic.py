@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import make_header
+from support import make_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

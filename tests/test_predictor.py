@@ -74,3 +74,16 @@ def test_unusable_device_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_stand_in_weights_are_reproducible():
+    """Exported engines and the predictor must agree on stand-in weights (weights hash)."""
+    import torch
+
+    from ovseg_ros.onnx_export import weights_hash
+
+    torch.manual_seed(1)
+    first = build_model(None, stand_in_weights=True)
+    torch.manual_seed(2)
+    second = build_model(None, stand_in_weights=True)
+    assert weights_hash(first) == weights_hash(second)

@@ -64,7 +64,16 @@ VARIANTS: dict[str, EOVSegConfig] = {
     "S": EOVSegConfig(variant="S", clip=RN50),
     "M": EOVSegConfig(variant="M", clip=RN50X4),
 }
-VARIANT_ALIASES = {"rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M"}
+VARIANT_ALIASES = {"rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M", "toy": "toy"}
+
+
+def toy_config() -> EOVSegConfig:
+    """The real architecture at toy widths: for tests and CPU smoke runs, not a released model."""
+    clip = CLIPConfig(name="toy", layers=(1, 1, 1, 1), width=16, heads=2, embed_dim=32, text_width=32, text_heads=2, text_layers=1)
+    return EOVSegConfig(variant="toy", clip=clip, vit_width=32, vit_heads=2, agg_dim=16, hidden_dim=32, num_queries=10)
+
+
+VARIANTS["toy"] = toy_config()
 
 
 def variant_config(name: str) -> EOVSegConfig:

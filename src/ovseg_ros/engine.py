@@ -78,9 +78,7 @@ class TorchEngine:
         self.device = resolve_device(device)
         if (fp16 or cuda_graphs) and self.device.type != "cuda":
             raise ValueError("fp16 and CUDA graphs need a CUDA device")
-        self.model = model.to(self.device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = model.to(self.device).eval()  # forward runs under inference_mode; the model is not altered
         self.fp16 = fp16
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple, tuple] = {}

@@ -265,10 +265,12 @@ def _randomize(model: EOVSeg) -> None:
     """
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for param in model.parameters():
+        for name, param in model.named_parameters():
             if param.dim() >= 2:
                 fan_in = param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
+            elif name.endswith("bias"):
+                param.zero_()  # default init draws from the global RNG: not reproducible
         model.void_embedding.zero_()
 
 

@@ -1,0 +1,71 @@
+"""Training configuration as dataclasses; defaults are EOV-Seg's COCO recipe."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class DataConfig:
+    root: str = "datasets/coco"
+    annotations: str = "annotations/panoptic_train2017.json"
+    images: str = "train2017"
+    panoptic_masks: str = "annotations/panoptic_train2017"
+    image_size: int = 1024  # large-scale jitter output (square)
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    flip: bool = True
+    workers: int = 4
+
+
+@dataclass
+class LossConfig:
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    clip_grad_norm: float = 0.01  # over the full model
+    steps: tuple[int, ...] = (163889, 187546)
+    gamma: float = 0.1
+    max_iter: int = 200_000
+    batch_size: int = 16  # total over all processes and accumulation steps
+    grad_accumulation: int = 1
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "output/eovseg_r50"
+    variant: str = "S"
+    init_checkpoint: str = ""  # an EOV-Seg checkpoint to fine-tune from
+    clip_resnet: str = ""  # or: OpenAI CLIP RN50 file + ViT-B/16 file for the frozen towers
+    clip_vit: str = ""
+    amp: str = "none"  # "none" | "bf16" | "fp16"
+    synonym_sampling: bool = False  # GKC-style: one random synonym per class per step
+    checkpoint_every: int = 5000
+    log_every: int = 20
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        values = dict(values)
+        data = DataConfig(**values.pop("data", {}))
+        loss = LossConfig(**values.pop("loss", {}))
+        optim = values.pop("optim", {})
+        if "steps" in optim:
+            optim["steps"] = tuple(optim["steps"])
+        return cls(data=data, loss=loss, optim=OptimConfig(**optim), **values)
