@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -160,8 +162,14 @@ def load_clip_towers(model: nn.Module, resnet_clip: str | Path, vit_clip: str | 
 
 
 def _read_clip(path: str | Path) -> dict[str, Any]:
+    """OpenAI's CLIP files are TorchScript archives (a code/ folder inside the zip);
+    open_clip's are plain state dicts."""
     path = Path(path)
-    try:
-        return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
-    except RuntimeError:
-        return read_state_dict(path)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            torchscript = any("/code/" in name for name in archive.namelist())
+        if torchscript:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    return read_state_dict(path)

@@ -81,3 +81,11 @@ def test_gkc_synonym_sampling_gives_one_row_per_class(synthetic_root, tmp_path):
 def test_bad_batch_split_is_refused(synthetic_root, tmp_path):
     with pytest.raises(ValueError, match="multiple"):
         Trainer(smoke_config(tmp_path, batch_size=3, grad_accumulation=2), split(synthetic_root, "train"))
+
+
+def test_mixed_precision_step(synthetic_root, tmp_path):
+    config = smoke_config(tmp_path)
+    config.amp = "bf16"
+    trainer = Trainer(config, split(synthetic_root, "train"))
+    history = trainer.train(2, progress=False)
+    assert all(np.isfinite(h["loss"]) for h in history)

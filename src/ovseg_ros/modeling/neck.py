@@ -21,7 +21,12 @@ class ModulatedDeformConv(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
-        return deform_conv2d(x, offset, self.weight, padding=self.padding, mask=modulation)
+        """Always in fp32 (torchvision has no bf16 kernel on CPU; bilinear sampling
+        offsets lose precision in half): casts are no-ops for fp32 inputs and exports."""
+        dtype = x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = deform_conv2d(x.float(), offset.float(), self.weight.float(), padding=self.padding, mask=modulation.float())
+        return out.to(dtype)
 
 
 class DeformUpsample(nn.Module):

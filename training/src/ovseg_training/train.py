@@ -106,8 +106,9 @@ class Trainer:
         self._seed_everything(config.seed + self.rank)
         self.model = (model if model is not None else build_model(config)).to(self.device)
         if self.world > 1:
-            self.model.neck = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.neck)
-            self.model.decoder.vas = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder.vas)
+            if self.device.type == "cuda":  # SyncBatchNorm runs on GPUs only; CPU (gloo) runs keep per-process BN
+                self.model.neck = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.neck)
+                self.model.decoder.vas = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decoder.vas)
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         else:
             self.ddp = self.model
