@@ -61,3 +61,29 @@ def test_vit_stem_matches_open_clip_first_block(towers):
         theirs = x.transpose(1, 2).reshape(1, 768, 14, 14)
         ours = model.vit_stem(image)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_convnext_large_variant_matches_open_clip(tmp_path):
+    """EOV-Seg L: no fixtures exist, so its CLIP towers are checked against open_clip's
+    convnext_large_d_320 (random weights): same keys, same text features, and a mask
+    covering the whole image gives CLIP's own image embedding."""
+    torch.manual_seed(0)
+    convnext = open_clip.create_model("convnext_large_d_320", pretrained=None).eval()
+    vit = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    torch.save(convnext.state_dict(), tmp_path / "convnext.pt")
+    torch.save(vit.state_dict(), tmp_path / "vit.pt")
+    del vit
+    model = EOVSeg(variant_config("L")).eval()
+    load_clip_towers(model, tmp_path / "convnext.pt", tmp_path / "vit.pt")
+    assert model.image_encoder.channels == [192, 384, 768, 1536]
+
+    tokens = open_clip.get_tokenizer("convnext_large_d_320")(["a photo of a forklift."])
+    image = torch.randn(1, 3, 320, 320)
+    with torch.no_grad():
+        torch.testing.assert_close(model.text_encoder(tokens), convnext.encode_text(tokens), rtol=1e-4, atol=1e-4)
+        res5 = model.image_encoder(image)[-1]
+        whole = model.image_encoder.embed_masks(res5, torch.ones(1, 1, *res5.shape[-2:]))[:, 0]
+        torch.testing.assert_close(whole, convnext.encode_image(image), rtol=1e-4, atol=1e-4)
+        out = model(torch.randn(1, 3, 64, 64), torch.nn.functional.normalize(torch.randn(3, 768), dim=-1))
+    assert out.clip_embeddings.shape == (1, 100, 768) and out.mask_logits[-1].shape == (1, 100, 16, 16)

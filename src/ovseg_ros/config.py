@@ -7,9 +7,12 @@ from dataclasses import dataclass, field, replace
 
 @dataclass(frozen=True)
 class CLIPConfig:
-    """A ResNet CLIP (image tower + text tower), as in OpenAI's release."""
+    """A CLIP (image tower + text tower): OpenAI's ResNets, or a LAION ConvNeXt (timm)."""
 
     name: str = "RN50"
+    kind: str = "resnet"  # "resnet" | "convnext"
+    timm_name: str = ""  # the ConvNeXt trunk's timm model name
+    quick_gelu: bool = True  # OpenAI weights use QuickGELU in the text tower, LAION's plain GELU
     layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     width: int = 64
     heads: int = 32
@@ -39,6 +42,7 @@ class EOVSegConfig:
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisibility: int = 32
+    ensemble_on_valid_mask: bool = True  # ResNet CLIPs: CLIP votes only for masks it can see
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class InferenceConfig:
     max_size: int = 2560  # cap on the long side
     ensemble_alpha: float = 0.4  # weight of CLIP's own prediction for seen classes
     ensemble_beta: float = 0.8  # ... and for classes unseen in training
-    ensemble_on_valid_mask: bool = True
+    ensemble_on_valid_mask: bool | None = None  # None: the variant's setting
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.8
     semantic_threshold: float = 0.0  # pixels whose best semantic score is lower get no class (-1)
@@ -60,11 +64,20 @@ RN50X4 = CLIPConfig(
     name="RN50x4", layers=(4, 6, 10, 6), width=80, heads=40, image_size=288, embed_dim=640, text_width=640, text_heads=10
 )
 
+CONVNEXT_LARGE = CLIPConfig(
+    name="convnext_large_d_320", kind="convnext", timm_name="convnext_large", quick_gelu=False, image_size=320,
+    embed_dim=768, text_width=768, text_heads=12, text_layers=16,
+)
+
 VARIANTS: dict[str, EOVSegConfig] = {
     "S": EOVSegConfig(variant="S", clip=RN50),
     "M": EOVSegConfig(variant="M", clip=RN50X4),
+    "L": EOVSegConfig(variant="L", clip=CONVNEXT_LARGE, agg_dim=96, ensemble_on_valid_mask=False),
 }
-VARIANT_ALIASES = {"rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M", "toy": "toy"}
+VARIANT_ALIASES = {
+    "rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M",
+    "l": "L", "convnext-l": "L", "convnext_large": "L", "toy": "toy",
+}
 
 
 def toy_config() -> EOVSegConfig:
@@ -77,12 +90,10 @@ VARIANTS["toy"] = toy_config()
 
 
 def variant_config(name: str) -> EOVSegConfig:
-    """`S`/`RN50` or `M`/`RN50x4`. EOV-Seg L (ConvNeXt-L CLIP) is not implemented yet."""
+    """`S` (RN50 CLIP), `M` (RN50x4) or `L` (ConvNeXt-L)."""
     key = VARIANT_ALIASES.get(name.lower())
     if key is None:
-        if name.lower() in ("l", "convnext-l", "convnext_large"):
-            raise NotImplementedError("EOV-Seg L (ConvNeXt-L CLIP) is not supported yet; use S (RN50) or M (RN50x4)")
-        raise ValueError(f"unknown EOV-Seg variant {name!r}; choose one of S (RN50), M (RN50x4)")
+        raise ValueError(f"unknown EOV-Seg variant {name!r}; choose one of S (RN50), M (RN50x4), L (ConvNeXt-L)")
     return VARIANTS[key]
 
 

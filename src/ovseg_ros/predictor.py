@@ -196,7 +196,7 @@ class Predictor:
             self.engine.clip_logit_scale,
             cfg.ensemble_alpha,
             cfg.ensemble_beta,
-            cfg.ensemble_on_valid_mask,
+            self.model_config.ensemble_on_valid_mask if cfg.ensemble_on_valid_mask is None else cfg.ensemble_on_valid_mask,
         )
         results = []
         for i in range(len(batch.input_sizes)):

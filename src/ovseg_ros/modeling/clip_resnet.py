@@ -126,6 +126,10 @@ class CLIPResNet(nn.Module):
         self.attnpool = MaskedAttentionPool(image_size // 32, embed_dim, heads, output_dim)
         self.channels = [width * 4 * 2**i for i in range(4)]
 
+    def embed_masks(self, res5: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        """CLIP's own embedding of each mask [B, Q, D] (the out-of-vocabulary branch)."""
+        return self.attnpool(res5, mask_logits)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x: normalised images [B, 3, H, W], H and W multiples of 32 -> [res2, res3, res4, res5]."""
         x = F.relu(self.bn1(self.conv1(x)))

@@ -11,9 +11,9 @@ from ovseg_ros.modeling.common import ResidualAttentionBlock
 class TextTransformer(nn.Module):
     """Holds the blocks under the name `resblocks`, as CLIP checkpoints do."""
 
-    def __init__(self, width: int, layers: int, heads: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, quick_gelu: bool = True) -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads) for _ in range(layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, quick_gelu=quick_gelu) for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:
@@ -38,12 +38,13 @@ class CLIPTextEncoder(nn.Module):
         layers: int = 12,
         heads: int = 8,
         output_dim: int = 1024,
+        quick_gelu: bool = True,
     ) -> None:
         super().__init__()
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width).normal_(std=0.01))
-        self.transformer = TextTransformer(width, layers, heads)
+        self.transformer = TextTransformer(width, layers, heads, quick_gelu)
         self.ln_final = nn.LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, output_dim).normal_(std=width**-0.5))
 

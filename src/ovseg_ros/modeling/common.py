@@ -87,9 +87,9 @@ class PackedMultiheadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """CLIP's pre-norm transformer block (QuickGELU MLP, as in the OpenAI weights)."""
+    """CLIP's pre-norm transformer block (QuickGELU MLP for OpenAI weights, GELU for LAION's)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = True) -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.ln_1 = nn.LayerNorm(width)
@@ -97,7 +97,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
             OrderedDict(
-                [("c_fc", nn.Linear(width, hidden)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(hidden, width))]
+                [("c_fc", nn.Linear(width, hidden)), ("gelu", QuickGELU() if quick_gelu else nn.GELU()), ("c_proj", nn.Linear(hidden, width))]
             )
         )
 

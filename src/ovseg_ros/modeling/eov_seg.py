@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg_ros.config import EOVSegConfig
+from ovseg_ros.modeling.clip_convnext import CLIPConvNeXt
 from ovseg_ros.modeling.clip_resnet import CLIPResNet
 from ovseg_ros.modeling.clip_text import CLIPTextEncoder
 from ovseg_ros.modeling.decoder import LightDecoder
@@ -43,9 +44,13 @@ class EOVSeg(nn.Module):
         super().__init__()
         self.config = config
         clip = config.clip
-        self.image_encoder = CLIPResNet(clip.layers, clip.width, clip.embed_dim, clip.heads, clip.image_size)
+        if clip.kind == "convnext":
+            self.image_encoder = CLIPConvNeXt(clip.timm_name, clip.embed_dim)
+        else:
+            self.image_encoder = CLIPResNet(clip.layers, clip.width, clip.embed_dim, clip.heads, clip.image_size)
         self.text_encoder = CLIPTextEncoder(
-            clip.vocab_size, clip.context_length, clip.text_width, clip.text_layers, clip.text_heads, clip.embed_dim
+            clip.vocab_size, clip.context_length, clip.text_width, clip.text_layers, clip.text_heads, clip.embed_dim,
+            clip.quick_gelu,
         )
         self.clip_logit_scale = nn.Parameter(torch.tensor(4.6052))
         self.vit_stem = ViTStem(config.vit_width, config.vit_patch_size, config.vit_heads, config.vit_image_size)
@@ -70,7 +75,7 @@ class EOVSeg(nn.Module):
 
         clip_features = res[-1]
         masks_for_pooling = F.interpolate(mask_logits[-1], size=clip_features.shape[-2:], mode="bilinear", align_corners=False)
-        clip_embeddings = self.image_encoder.attnpool(clip_features, masks_for_pooling)
+        clip_embeddings = self.image_encoder.embed_masks(clip_features, masks_for_pooling)
 
         features: dict[str, torch.Tensor] = {}
         if keep_features:

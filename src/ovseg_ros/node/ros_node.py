@@ -102,7 +102,8 @@ class OvsegNode(Node):
         services_group = MutuallyExclusiveCallbackGroup()
         self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary, callback_group=services_group)
         self.create_service(GetVocabulary, "~/get_vocabulary", self._on_get_vocabulary, callback_group=services_group)
-        self.create_timer(p.diagnostics_period, self._publish_diagnostics, callback_group=services_group)
+        # its own group: a vocabulary being encoded in the service must not delay diagnostics
+        self.create_timer(p.diagnostics_period, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_label_info()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
