@@ -24,7 +24,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", choices=["checkpoint", "random"], default="checkpoint",
         help="'random' runs with stand-in random weights (smoke tests and demos only: output is noise)",
     )
-    group.add_argument("--variant", default="S", help="S (RN50 CLIP, default) or M (RN50x4)")
+    group.add_argument("--variant", default="S", help="S (RN50 CLIP, default), M (RN50x4) or L (ConvNeXt-L)")
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     group.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     group.add_argument("--engine", help="ONNX file from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)")

@@ -28,7 +28,7 @@ class ParameterSpec:
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("checkpoint", "", "EOV-Seg checkpoint file (official detectron2 .pth/.pkl or ours)"),
     ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", ("checkpoint", "random")),
-    ParameterSpec("variant", "S", "EOV-Seg variant: S (RN50 CLIP) or M (RN50x4)", ("S", "M")),
+    ParameterSpec("variant", "S", "EOV-Seg variant: S (RN50 CLIP), M (RN50x4) or L (ConvNeXt-L)", ("S", "M", "L")),
     ParameterSpec("backend", "torch", "inference backend", ("torch", "onnxruntime", "tensorrt")),
     ParameterSpec("engine_file", "", "ONNX from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)"),
     ParameterSpec("fp16", False, "half precision: torch autocast on CUDA, or an fp16 TensorRT engine"),
