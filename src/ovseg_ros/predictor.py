@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -278,8 +279,6 @@ class _Clock:
     """Wall time per step; synchronises CUDA only when someone asks for times."""
 
     def __init__(self, device: torch.device, times: StageTimes | None) -> None:
-        import time
-
         self._time = time.perf_counter
         self._device = device
         self._times = times
