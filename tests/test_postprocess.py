@@ -32,6 +32,8 @@ def test_fusion_equals_loop(seed):
     expected_map, expected_segments = loop_panoptic(mask_cls, mask_pred, thing, thr, overlap)
     fused = panoptic_fusion(mask_cls, mask_pred, thing, thr, overlap)
     np.testing.assert_array_equal(fused.panoptic.numpy(), expected_map.numpy())
+    shared = panoptic_fusion(mask_cls, mask_pred, thing, thr, overlap, mask_probs=mask_pred.sigmoid())
+    np.testing.assert_array_equal(shared.panoptic.numpy(), expected_map.numpy())
     got = [
         {"id": i + 1, "isthing": bool(t), "category_id": int(c)}
         for i, (t, c) in enumerate(zip(fused.is_thing.tolist(), fused.category.tolist()))

@@ -54,10 +54,11 @@ def ensemble_logits(
     return torch.log(probs + 1e-8)
 
 
-def semantic_probabilities(mask_cls: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    """mask_cls [Q, K+1] logits, mask_logits [Q, H, W] -> per-class scores [K, H, W]."""
+def semantic_probabilities(mask_cls: torch.Tensor, mask_logits: torch.Tensor, mask_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """mask_cls [Q, K+1] logits, mask_logits [Q, H, W] -> per-class scores [K, H, W].
+    `mask_probs` (= mask_logits.sigmoid()) may be passed to share it with fusion."""
     probs = mask_cls.softmax(-1)[:, :-1]
-    masks = mask_logits.sigmoid()
+    masks = mask_logits.sigmoid() if mask_probs is None else mask_probs
     return (probs.t() @ masks.flatten(1)).view(-1, *masks.shape[-2:])
 
 
@@ -79,6 +80,7 @@ def panoptic_fusion(
     thing_classes: torch.Tensor,
     object_mask_threshold: float = 0.0,
     overlap_threshold: float = 0.8,
+    mask_probs: torch.Tensor | None = None,
 ) -> PanopticResult:
     """The published panoptic inference, without its per-query Python loop (and the
     host syncs that loop makes per query).
@@ -87,7 +89,8 @@ def panoptic_fusion(
     score-weighted mask probability is highest; a query survives when it keeps at least
     `overlap_threshold` of its own confident (>= 0.5) area; surviving stuff queries of
     one class merge into the segment of the first of them. Ids follow query order.
-    mask_cls [Q, K+1], mask_logits [Q, H, W], thing_classes [K] bool.
+    mask_cls [Q, K+1], mask_logits [Q, H, W], thing_classes [K] bool; `mask_probs`
+    (= mask_logits.sigmoid()) may be passed when the caller has it already.
     """
     num_classes = mask_cls.shape[1] - 1
     device = mask_logits.device
@@ -100,7 +103,10 @@ def panoptic_fusion(
             torch.zeros(mask_logits.shape[-2:], dtype=torch.int32, device=device), empty, empty, empty.bool(), scores[empty]
         )
     scores, labels = scores[kept], labels[kept]
-    masks = mask_logits[kept].sigmoid_()  # a fresh tensor: safe to overwrite in place
+    if mask_probs is None:
+        masks = mask_logits[kept].sigmoid_()  # a fresh tensor: safe to overwrite in place
+    else:
+        masks = mask_probs if num_kept == mask_probs.shape[0] else mask_probs[kept]
     owner = (masks * scores[:, None, None]).argmax(0)  # [H, W]: first kept query with the highest value
     confident = masks >= 0.5
     owner_confident = confident.gather(0, owner.unsqueeze(0)).squeeze(0)

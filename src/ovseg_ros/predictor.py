@@ -202,8 +202,9 @@ class Predictor:
         results = []
         for i in range(len(batch.input_sizes)):
             masks = upsample_masks(output.mask_logits[i : i + 1], batch.padded_size, batch.resized_sizes[i], batch.input_sizes[i])[0]
-            probabilities = semantic_probabilities(mask_cls[i], masks)
-            fused = panoptic_fusion(mask_cls[i], masks, state.is_thing, cfg.object_mask_threshold, cfg.overlap_threshold)
+            mask_probs = masks.sigmoid()  # shared by the semantic map and fusion
+            probabilities = semantic_probabilities(mask_cls[i], masks, mask_probs)
+            fused = panoptic_fusion(mask_cls[i], masks, state.is_thing, cfg.object_mask_threshold, cfg.overlap_threshold, mask_probs)
             stats = segment_stats(fused.panoptic, fused.query.shape[0])
             best, semantic = probabilities.max(0)
             semantic = torch.where(best >= cfg.semantic_threshold, semantic, torch.full_like(semantic, -1))
