@@ -31,6 +31,8 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or os.cpu_count() or 1
+        # idle threads must not spin: post-processing runs on the same cores right after
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.batch, _, height, width = self.metadata["input_size"]
         self.input_size = (height, width)
