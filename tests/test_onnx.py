@@ -114,7 +114,7 @@ def test_missing_tensorrt_names_what_to_install(onnx_file):
         with pytest.raises(BackendUnavailable, match="TensorRT"):
             import_tensorrt()
     else:
-        pytest.skip("tensorrt is installed here; the missing-backend message cannot be observed")
+        pytest.skip(reason="tensorrt is installed here; the missing-backend message cannot be observed")
 
 
 def test_fixed_size_engines_fit_any_image(ort_engine, parity_model):
