@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from ovseg_ros.benchmark import machine_info
 from ovseg_ros.config import variant_config
 from ovseg_ros.modeling import EOVSeg
 from ovseg_ros.modeling.clip_resnet import MaskedAttentionPool
@@ -135,15 +135,7 @@ def main() -> None:
     cached.embed_names([f"class {i}" for i in range(150)])
     add("vocabulary update (+1 class to 150)", timed(lambda: (cached._cache.pop("forklift", None), cached.embed_names(["forklift"])), r, device), None, "cached names are not re-encoded")
 
-    machine = {
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "input": f"{args.height}x{args.width}",
-        "classes": len(CLASSES),
-    }
+    machine = {"device": str(device), **machine_info(str(device)), "input": f"{args.height}x{args.width}", "classes": len(CLASSES)}
     print(f"machine: {machine}")
     print(f"{'stage':38s} {'ours ms':>10s} {'naive ms':>10s} {'speedup':>8s}  note")
     for row in rows:

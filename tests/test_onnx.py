@@ -9,6 +9,7 @@ import torch
 
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.engine import BackendUnavailable, TorchEngine, create_engine
+from ovseg_ros.modeling.eov_seg import append_void
 from ovseg_ros.onnx_export import OPSET, export_onnx, read_metadata
 from ovseg_ros.postprocess import class_logits, classify_masks, semantic_probabilities, upsample_masks
 from ovseg_ros.predictor import Predictor
@@ -55,8 +56,7 @@ def test_onnxruntime_reproduces_the_fixtures(ort_engine, parity_model, street):
     batch = preprocess([data["image"]], parity_model.pixel_mean, parity_model.pixel_std, min_size=0, fixed_size=ort_engine.input_size)
     out = ort_engine(batch.images, text)
     _, class_index = TextEmbedder(parity_model.text_encoder).classifier(vocabulary)
-    void = torch.nn.functional.normalize(ort_engine.void_embedding, dim=-1)
-    text_with_void = torch.cat([text, void])
+    text_with_void = append_void(text, ort_engine.void_embedding)
     logits = class_logits(out.class_embeddings, text_with_void, ort_engine.class_logit_scale, class_index, vocabulary.num_classes)[0]
     assert np.abs(logits.numpy() - data["stage2_cls_logits"]).max() <= 2e-3
     mask_diff = np.abs(out.mask_logits[0].numpy() - data["stage2_mask_logits"])

@@ -16,7 +16,6 @@ from ovseg_ros.vocabulary import DEFAULT_CLASSES, DEFAULT_THINGS
 log = logging.getLogger("ovseg")
 
 
-
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", help="EOV-Seg checkpoint (official detectron2 .pth/.pkl, or one of ours)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ovseg_ros.engine import BackendUnavailable, EngineOutput, run_in_batches
-from ovseg_ros.onnx_export import OUTPUT_NAMES, read_metadata
+from ovseg_ros.onnx_export import OUTPUT_NAMES, postprocess_tensors, read_metadata
 
 
 class OnnxRuntimeEngine:
@@ -37,10 +37,7 @@ class OnnxRuntimeEngine:
         self.batch, _, height, width = self.metadata["input_size"]
         self.input_size = (height, width)
         self.device = torch.device("cpu")  # outputs come back as host arrays
-        constants = self.metadata["postprocess"]
-        self.void_embedding = torch.tensor(constants["void_embedding"]).view(1, -1)
-        self.class_logit_scale = torch.tensor(constants["class_logit_scale"])
-        self.clip_logit_scale = torch.tensor(constants["clip_logit_scale"])
+        self.void_embedding, self.class_logit_scale, self.clip_logit_scale = postprocess_tensors(self.metadata)
 
     def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
         text = text_embeddings.detach().float().cpu().contiguous().numpy()

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ovseg_ros.engine import BackendUnavailable, EngineOutput, resolve_device, run_in_batches
-from ovseg_ros.onnx_export import INPUT_NAMES, OUTPUT_NAMES, read_metadata
+from ovseg_ros.onnx_export import INPUT_NAMES, OUTPUT_NAMES, postprocess_tensors, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,7 @@ class TensorRTEngine:
         self.stream = torch.cuda.Stream(self.device)
         self.batch, _, height, width = self.metadata["input_size"]
         self.input_size = (height, width)
-        constants = self.metadata["postprocess"]
-        self.void_embedding = torch.tensor(constants["void_embedding"], device=self.device).view(1, -1)
-        self.class_logit_scale = torch.tensor(constants["class_logit_scale"], device=self.device)
-        self.clip_logit_scale = torch.tensor(constants["clip_logit_scale"], device=self.device)
+        self.void_embedding, self.class_logit_scale, self.clip_logit_scale = postprocess_tensors(self.metadata, self.device)
         self._dtypes = {name: self._torch_dtype(name) for name in (*INPUT_NAMES, *OUTPUT_NAMES)}
         self._outputs: dict[str, torch.Tensor] = {}
 

@@ -123,6 +123,16 @@ def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch:
     return path
 
 
+def postprocess_tensors(metadata: dict, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(void embedding [1, D], class logit scale, CLIP logit scale) from read_metadata's dict."""
+    constants = metadata["postprocess"]
+    return (
+        torch.tensor(constants["void_embedding"], device=device).view(1, -1),
+        torch.tensor(constants["class_logit_scale"], device=device),
+        torch.tensor(constants["clip_logit_scale"], device=device),
+    )
+
+
 def read_metadata(path: str | Path) -> dict:
     import onnx
 

@@ -22,6 +22,7 @@ from ovseg_ros.checkpoint import load_checkpoint
 from ovseg_ros.config import EOVSegConfig, InferenceConfig, variant_config
 from ovseg_ros.engine import Engine, EngineOutput, create_engine
 from ovseg_ros.modeling import EOVSeg
+from ovseg_ros.modeling.eov_seg import append_void
 from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
 from ovseg_ros.preprocess import Batch, preprocess
 from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, VocabularyError
@@ -135,8 +136,7 @@ class Predictor:
         text, class_index = self.text_embedder.classifier(vocabulary)
         text = text.to(self.device)
         with torch.inference_mode():
-            void = torch.nn.functional.normalize(self.engine.void_embedding.to(self.device).float(), dim=-1)
-            text_with_void = torch.cat([text, void], dim=0)
+            text_with_void = append_void(text, self.engine.void_embedding)
         return VocabularyState(
             vocabulary=vocabulary,
             version=-1,

@@ -39,6 +39,11 @@ class EOVSegOutput:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def append_void(text_embeddings: torch.Tensor, void_embedding: torch.Tensor) -> torch.Tensor:
+    """[T, D] text rows + the learnt void embedding (normalised) as the last row."""
+    return torch.cat([text_embeddings, F.normalize(void_embedding, dim=-1)], dim=0)
+
+
 class EOVSeg(nn.Module):
     def __init__(self, config: EOVSegConfig) -> None:
         super().__init__()
@@ -62,7 +67,7 @@ class EOVSeg(nn.Module):
 
     def text_with_void(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """Append the learnt void embedding (normalised) to [T, D] text embeddings."""
-        return torch.cat([text_embeddings, F.normalize(self.void_embedding, dim=-1)], dim=0)
+        return append_void(text_embeddings, self.void_embedding)
 
     def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor, keep_features: bool = False) -> EOVSegOutput:
         """images: normalised [B, 3, Hp, Wp], Hp and Wp multiples of 32.

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -32,7 +31,7 @@ from ovseg_ros.checkpoint import load_checkpoint, load_clip_towers, load_state_d
 from ovseg_ros.config import variant_config
 from ovseg_ros.modeling import EOVSeg
 from ovseg_ros.postprocess import class_logits
-from ovseg_ros.vocabulary import TextEmbedder, normalize_name
+from ovseg_ros.vocabulary import TextEmbedder, Vocabulary
 from ovseg_training.config import TrainConfig
 from ovseg_training.data import LargeScaleJitter, PanopticDataset, collate
 from ovseg_training.losses import SetCriterion
@@ -135,7 +134,7 @@ class Trainer:
         torch.manual_seed(seed)
 
     def _encode_class_names(self, names: list[str]) -> ClassText:
-        synonyms = [[normalize_name(n) for n in name.split(",") if n.strip()] for name in names]
+        synonyms = [list(class_names) for class_names in Vocabulary.parse(names).classes]
         embedder = TextEmbedder(self.model.text_encoder)
         flat = [n for names in synonyms for n in names]
         vectors = embedder.embed_names(flat).to(self.device)
@@ -189,7 +188,7 @@ class Trainer:
             masks = [x.to(self.device) for x in batch["masks"]]
             with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 out = self.ddp(images, text)
-            text_with_void = torch.cat([text, F.normalize(self.model.void_embedding, dim=-1)])
+            text_with_void = self.model.text_with_void(text)
             stage_logits = [
                 class_logits(emb.float(), text_with_void, scale, class_index, len(self.text.synonyms))
                 for emb, scale in zip(out.class_embeddings, out.class_logit_scales)
