@@ -39,8 +39,8 @@ def test_normalisation_is_documented_behaviour():
     [
         ("", None, "empty"),
         ([], None, "empty"),
-        ("person; ; car", None, "empty name"),
-        ("person;   ", None, "empty name"),
+        (" ; ;", None, "empty"),
+        ([" ", ","], None, "empty"),
         ("car, car", None, "twice"),
         ("Car; car", None, "classes 0 and 1"),
         ("person", "dog", "not one of the classes"),
@@ -52,6 +52,36 @@ def test_normalisation_is_documented_behaviour():
 def test_bad_vocabularies_are_refused_with_a_reason(classes, things, reason):
     with pytest.raises(VocabularyError, match=reason):
         Vocabulary.parse(classes, things)
+
+
+def test_stray_separators_are_ignored():
+    assert Vocabulary.parse("person; car;").classes == (("person",), ("car",))
+    assert Vocabulary.parse("person;; car, , automobile,").classes == (("person",), ("car", "automobile"))
+    assert Vocabulary.parse(["person", "", " ", "car"]).labels == ["person", "car"]
+
+
+def test_things_are_inferred_from_coco_thing_names():
+    v = Vocabulary.parse("people; cars; tree; road; forklift; sofa")
+    assert v.things_inferred and v.thing_labels == ["people", "cars", "sofa"]
+    for empty in (None, [], "", [" "]):
+        assert Vocabulary.parse("person; tree", empty).thing_labels == ["person"]
+    named = Vocabulary.parse("person; forklift", "forklift")
+    assert not named.things_inferred and named.thing_labels == ["forklift"]
+
+
+def test_the_default_vocabulary_comes_with_its_things():
+    from ovseg_ros.vocabulary import DEFAULT_CLASSES, DEFAULT_THINGS
+
+    assert Vocabulary.parse(DEFAULT_CLASSES).thing_labels == DEFAULT_THINGS.split("; ")
+    assert Vocabulary.parse(DEFAULT_CLASSES.upper().split(";")).thing_labels == DEFAULT_THINGS.split("; ")
+
+
+def test_check_vocabulary_without_a_model():
+    from ovseg_ros.vocabulary import check_vocabulary
+
+    assert check_vocabulary("person; car").labels == ["person", "car"]
+    with pytest.raises(VocabularyError, match="too long"):
+        check_vocabulary(["word " * 80])
 
 
 def test_too_many_classes():

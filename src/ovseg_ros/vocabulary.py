@@ -6,14 +6,19 @@ CLIP's text tower, averaged over templates; a class scores as its best synonym.
 
 Normalisation (documented, applied everywhere): Unicode NFKC, runs of white space
 collapsed to one space, ends trimmed, lower case (CLIP's tokenizer lower-cases anyway).
-Rejected with a reason: no classes, an empty name, control characters, ';' inside a
-name given as a list entry, a name whose
-longest prompt does not fit CLIP's 77-token context, a name used twice after
-normalisation, things that name no class.
+Empty items left by stray separators ("person; car;", "car,, automobile") are ignored.
+Rejected with a reason: no classes, control characters, ';' inside a name given as a
+list entry, a name whose longest prompt does not fit CLIP's 77-token context, a name
+used twice after normalisation, things that name no class.
+
+Things: when none are given, a class is a thing when one of its names is the name or a
+synonym of a COCO thing class ("person; car; tree" -> person and car); the default
+vocabulary comes with its own things (DEFAULT_THINGS).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -22,7 +27,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ovseg_ros.coco_classes import coco_training_names
+from ovseg_ros.coco_classes import coco_thing_names, coco_training_names
 
 VILD_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
@@ -63,6 +68,11 @@ class Vocabulary:
 
     classes: tuple[tuple[str, ...], ...]
     is_thing: tuple[bool, ...]
+    things_inferred: bool = False  # is_thing came from the COCO thing names, not from the caller
+
+    @property
+    def thing_labels(self) -> list[str]:
+        return [synonyms[0] for synonyms, thing in zip(self.classes, self.is_thing) if thing]
 
     @property
     def labels(self) -> list[str]:
@@ -88,7 +98,8 @@ class Vocabulary:
         max_classes: int = MAX_CLASSES,
     ) -> "Vocabulary":
         """classes: "person; car, automobile; tree" or ["person", "car, automobile", "tree"].
-        things: the same forms naming classes (any synonym), or class indices; None = none."""
+        things: the same forms naming classes (any synonym), or class indices; None or
+        empty: inferred (classes with a COCO thing name)."""
         entries = _split_classes(classes)
         if not entries:
             raise VocabularyError("the vocabulary is empty: give at least one class name")
@@ -100,48 +111,65 @@ class Vocabulary:
             synonyms = []
             for raw in entry.split(","):
                 name = _checked_name(raw, index, entry)
+                if not name:
+                    continue
                 if name in owner:
                     where = "twice in the same class" if owner[name] == index else f"in classes {owner[name]} and {index}"
                     raise VocabularyError(f"name {name!r} appears {where} (after normalisation)")
                 owner[name] = index
                 synonyms.append(name)
             parsed.append(tuple(synonyms))
-        thing_flags = [False] * len(parsed)
-        for index in _thing_indices(things, owner, len(parsed)):
-            thing_flags[index] = True
-        return cls(tuple(parsed), tuple(thing_flags))
+        indices = _thing_indices(things, owner, len(parsed))
+        if indices is None and things is not DEFAULT_THINGS and tuple(parsed) == _default_classes():
+            return cls.parse(classes, DEFAULT_THINGS, max_classes)  # the default vocabulary comes with its things
+        if indices is None:
+            thing_names = coco_thing_names()
+            flags = tuple(any(name in thing_names for name in synonyms) for synonyms in parsed)
+            return cls(tuple(parsed), flags, things_inferred=True)
+        named = set(indices)
+        return cls(tuple(parsed), tuple(i in named for i in range(len(parsed))))
+
+
+@functools.cache
+def _default_classes() -> tuple[tuple[str, ...], ...]:
+    return Vocabulary.parse(DEFAULT_CLASSES, DEFAULT_THINGS).classes
 
 
 def _split_classes(classes: str | Sequence[str]) -> list[str]:
+    """Class entries, without the empty ones stray separators leave ("a; b;", "a;; b", "a, ,")."""
     if isinstance(classes, str):
-        items = classes.split(";")
-        if len(items) == 1 and not classes.strip():
-            return []
-        return items
+        return [item for item in classes.split(";") if not _blank(item)]
     if not isinstance(classes, Sequence):
         raise VocabularyError(f"classes must be a string or a list of strings, not {type(classes).__name__}")
     for item in classes:
         if not isinstance(item, str):
             raise VocabularyError(f"class names must be strings, got {type(item).__name__}")
-    return list(classes)
+    return [item for item in classes if not _blank(item)]
+
+
+def _blank(entry: str) -> bool:
+    return not normalize_name(entry.replace(",", " "))
 
 
 def _checked_name(raw: str, index: int, entry: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and not ch.isspace() for ch in raw):
         raise VocabularyError(f"class {index} ({entry!r}) contains control or unassigned characters")
     name = normalize_name(raw)
-    if not name:
-        raise VocabularyError(f"class {index} ({entry!r}) has an empty name")
     if ";" in name:
         raise VocabularyError(f"class {index} ({entry!r}): ';' separates classes and cannot be part of a name")
     return name
 
 
-def _thing_indices(things, owner: dict[str, int], num_classes: int) -> list[int]:
+def _thing_indices(things, owner: dict[str, int], num_classes: int) -> list[int] | None:
+    """Indices of the classes `things` names; None when things are to be inferred."""
     if things is None:
-        return []
+        return None
     if isinstance(things, str):
         things = [t for t in re.split(r"[;,]", things) if t.strip()]
+    elif not isinstance(things, Sequence):
+        raise VocabularyError(f"things must be a string or a list, not {type(things).__name__}")
+    if all(isinstance(t, str) and _blank(t) for t in things):
+        return None  # nothing named
     indices = []
     for item in things:
         if isinstance(item, bool) or not isinstance(item, (int, str)):
@@ -159,6 +187,24 @@ def _thing_indices(things, owner: dict[str, int], num_classes: int) -> list[int]
                 raise VocabularyError(f"thing {name!r} is not one of the classes")
             indices.append(owner[name])
     return indices
+
+
+def check_vocabulary(classes, things=None, context_length: int = 77, tokenizer=None) -> Vocabulary:
+    """Parse and check that every prompt fits CLIP's context, without a model: a bad
+    vocabulary is refused in well under a second, before any weights are loaded."""
+    vocabulary = Vocabulary.parse(classes, things)
+    tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
+    longest = max(VILD_TEMPLATES, key=len)
+    for synonyms in vocabulary.classes:
+        for name in synonyms:
+            _check_prompt_length(tokenizer, longest, name, context_length)
+    return vocabulary
+
+
+def _check_prompt_length(tokenizer, template: str, name: str, context_length: int) -> None:
+    count = len(tokenizer.encode(template.format(name))) + 2  # start and end tokens
+    if count > context_length:
+        raise VocabularyError(f"name {name[:40]!r}... is too long: its prompts need {count} tokens, CLIP takes {context_length}")
 
 
 def prompts_for(name: str) -> list[str]:
@@ -185,17 +231,11 @@ class TextEmbedder:
 
     def check_fits(self, vocabulary: Vocabulary) -> None:
         """Refuse names whose longest prompt would not fit CLIP's context."""
-        context = self.text_encoder.context_length
         longest = max(VILD_TEMPLATES, key=len)
         for synonyms in vocabulary.classes:
             for name in synonyms:
-                if name in self._cache:
-                    continue
-                count = len(self.tokenizer.encode(longest.format(name))) + 2  # start and end tokens
-                if count > context:
-                    raise VocabularyError(
-                        f"name {name[:40]!r}... is too long: its prompts need {count} tokens, CLIP takes {context}"
-                    )
+                if name not in self._cache:
+                    _check_prompt_length(self.tokenizer, longest, name, self.text_encoder.context_length)
 
     def embed_names(self, names: Iterable[str]) -> torch.Tensor:
         """[N, D] normalised template-averaged embeddings, encoding only uncached names."""
@@ -277,6 +317,7 @@ def encode_prompts_full_context(text_encoder: torch.nn.Module, tokenizer, names:
     return F.normalize(features, dim=-1)
 
 
+@functools.cache
 def default_tokenizer():
     """open_clip's CLIP BPE tokenizer (its vocabulary ships inside the package)."""
     try:
