@@ -9,7 +9,7 @@ from support import make_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ovseg_ros.decode import SUPPORTED_ENCODINGS, decode, decode_image
+from ovseg_ros.decode import SUPPORTED_ENCODINGS, decode, decode_bytes, decode_image, read_image_file
 from ovseg_ros.preprocess import ImageError
 
 RGB = np.random.default_rng(0).integers(0, 255, size=(6, 10, 3), dtype=np.uint8)
@@ -92,10 +92,27 @@ def test_bad_images(typestore, change, reason):
 
 def test_corrupt_compressed(typestore):
     Compressed = typestore.types["sensor_msgs/msg/CompressedImage"]
-    with pytest.raises(ImageError, match="cannot decode"):
+    with pytest.raises(ImageError, match="not an image format") as garbage:
         decode(Compressed(header=make_header(typestore), format="jpeg", data=np.frombuffer(b"\xff\xd8garbage", np.uint8)))
-    with pytest.raises(ImageError, match="no data"):
+    with pytest.raises(ImageError, match="no data") as empty:
         decode(Compressed(header=make_header(typestore), format="jpeg", data=np.zeros(0, np.uint8)))
+    assert (garbage.value.reason, empty.value.reason) == ("corrupt", "empty")
+
+
+@pytest.mark.parametrize("extension", [".jpg", ".png"])
+def test_truncated_files_are_refused_not_half_decoded(typestore, extension, tmp_path):
+    """libjpeg only warns ("Premature end of JPEG file") and OpenCV returns a partly grey
+    picture; a truncated file or message must be an error instead."""
+    ok, encoded = cv2.imencode(extension, np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(decode_bytes(encoded).shape, (64, 80, 3))
+    Compressed = typestore.types["sensor_msgs/msg/CompressedImage"]
+    cut = encoded[: len(encoded) - 40]
+    with pytest.raises(ImageError, match="damaged|truncated"):
+        decode(Compressed(header=make_header(typestore), format=extension[1:], data=cut))
+    path = tmp_path / f"cut{extension}"
+    path.write_bytes(cut.tobytes())
+    with pytest.raises(ImageError, match=str(path.name)):
+        read_image_file(path)
 
 
 def test_plain_python_data_buffers():

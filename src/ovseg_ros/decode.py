@@ -1,18 +1,25 @@
 """Camera messages -> H x W x 3 uint8 RGB arrays.
 
 Works on any object with the fields of sensor_msgs/Image or sensor_msgs/CompressedImage
-(rclpy messages, rosbags messages). Anything that cannot be decoded raises ImageError
-with the reason; callers drop the frame and keep running.
+(rclpy messages, rosbags messages), and on image files (the CLI). Anything that cannot
+be decoded raises ImageError with the reason; callers drop the frame and keep running.
+
+Compressed images and files are decoded strictly: a truncated or corrupt JPEG/PNG is an
+error, not a partly grey picture (OpenCV only prints libjpeg's warning and returns it).
 """
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ovseg_ros.preprocess import ImageError
 
 MAX_PIXELS = 64_000_000  # refuse absurd sizes before allocating
+ENCODED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "GIF")  # what files and CompressedImage may hold
 
 # encoding -> (channels, bytes per channel, conversion to RGB or None)
 _ENCODINGS: dict[str, tuple[int, int, int | None]] = {
@@ -57,20 +64,20 @@ def decode_image(msg) -> np.ndarray:
         height, width, step = int(msg.height), int(msg.width), int(msg.step)
         encoding, big_endian = str(msg.encoding), bool(msg.is_bigendian)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"not an image message: {exc}") from exc
+        raise ImageError(f"not an image message: {exc}", "type") from exc
     if encoding not in _ENCODINGS:
-        raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+        raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}", "encoding")
     if height <= 0 or width <= 0:
-        raise ImageError(f"image has no pixels ({width}x{height})")
+        raise ImageError(f"image has no pixels ({width}x{height})", "empty")
     if height * width > MAX_PIXELS:
-        raise ImageError(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels")
+        raise ImageError(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels", "size")
     channels, depth, conversion = _ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
-        raise ImageError(f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)")
+        raise ImageError(f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)", "step")
     data = _byte_view(msg.data)
     if data.size < step * (height - 1) + row_bytes:
-        raise ImageError(f"truncated image: {data.size} bytes for {height} rows of step {step}")
+        raise ImageError(f"truncated image: {data.size} bytes for {height} rows of step {step}", "truncated")
     rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
     if depth == 2:
         pixels = rows.reshape(height, width * channels, 2)
@@ -81,11 +88,54 @@ def decode_image(msg) -> np.ndarray:
     if conversion is None:
         return array
     if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
-        raise ImageError(f"{encoding} needs an even width, got {width}")
+        raise ImageError(f"{encoding} needs an even width, got {width}", "size")
     try:
         return cv2.cvtColor(array if channels > 1 else array[..., 0], conversion)
     except cv2.error as exc:
-        raise ImageError(f"cannot convert {width}x{height} {encoding} to RGB: {exc.err}") from exc
+        raise ImageError(f"cannot convert {width}x{height} {encoding} to RGB: {exc.err}", "encoding") from exc
+
+
+def decode_bytes(data, what: str = "compressed image", apply_orientation: bool = False) -> np.ndarray:
+    """An encoded image (JPEG, PNG, ...) -> RGB, strictly: truncated or corrupt data raises
+    ImageError. `apply_orientation` turns the picture as its EXIF tag says (files)."""
+    buffer = _byte_view(data)
+    if buffer.size == 0:
+        raise ImageError(f"{what} has no data", "empty")
+    try:
+        img = Image.open(io.BytesIO(buffer.tobytes()), formats=ENCODED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{what}: {buffer.size} bytes are not an image format that can be read", "corrupt") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL's format probes raise assorted errors on damaged headers
+        raise ImageError(f"{what} is damaged ({buffer.size} bytes): {exc}", "corrupt") from exc
+    with img:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels", "size")
+        try:
+            img.load()  # decodes everything: a truncated or damaged file raises here
+        except Exception as exc:  # noqa: BLE001 - PIL's decoders raise assorted errors on damaged data
+            raise ImageError(f"{what} is damaged ({buffer.size} bytes): {exc}", "corrupt") from exc
+        if apply_orientation:
+            img = ImageOps.exif_transpose(img)
+        return _pil_to_rgb(img)
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode.startswith("I"):  # 16-bit grey (PNG): keep the high byte, as for 16-bit messages
+        gray = (np.asarray(img).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8)
+
+
+def read_image_file(path) -> np.ndarray:
+    """An image file -> RGB (EXIF orientation applied), or ImageError saying why not."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror or exc}", "io") from exc
+    return decode_bytes(data, f"{path}", apply_orientation=True)
 
 
 def decode_compressed(msg) -> np.ndarray:
@@ -94,17 +144,10 @@ def decode_compressed(msg) -> np.ndarray:
         fmt = str(msg.format).lower()
         data = _byte_view(msg.data)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"not a compressed image message: {exc}") from exc
+        raise ImageError(f"not a compressed image message: {exc}", "type") from exc
     if "compresseddepth" in fmt:
-        raise ImageError("compressedDepth images are depth maps, not camera images")
-    if data.size == 0:
-        raise ImageError("compressed image has no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageError(f"cannot decode {data.size} bytes of compressed image (format {msg.format!r})")
-    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
-        raise ImageError(f"image of {bgr.shape[1]}x{bgr.shape[0]} exceeds {MAX_PIXELS} pixels")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        raise ImageError("compressedDepth images are depth maps, not camera images", "encoding")
+    return decode_bytes(data, f"compressed image (format {msg.format!r})")
 
 
 def decode(msg) -> np.ndarray:

@@ -12,21 +12,26 @@ import torch.nn.functional as F
 
 
 class ImageError(ValueError):
-    """An image that cannot be segmented; the message says why."""
+    """An image that cannot be segmented; the message says why, `reason` names the kind
+    of problem in a word (warnings are throttled per camera and reason)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """H x W (gray), H x W x 1, H x W x 3 (RGB) or H x W x 4 (RGBA) uint8 -> H x W x 3 RGB."""
     if not isinstance(image, np.ndarray):
-        raise ImageError(f"expected a numpy array, got {type(image).__name__}")
+        raise ImageError(f"expected a numpy array, got {type(image).__name__}", "type")
     if image.dtype != np.uint8:
-        raise ImageError(f"expected uint8 pixels, got {image.dtype}")
+        raise ImageError(f"expected uint8 pixels, got {image.dtype}", "type")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ImageError(f"expected H x W, H x W x 1, x 3 or x 4, got shape {image.shape}")
+        raise ImageError(f"expected H x W, H x W x 1, x 3 or x 4, got shape {image.shape}", "shape")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageError(f"image has no pixels (shape {image.shape})")
+        raise ImageError(f"image has no pixels (shape {image.shape})", "empty")
     if image.shape[2] == 1:
         return np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image[:, :, :3])
