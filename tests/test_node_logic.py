@@ -7,16 +7,17 @@ import threading
 
 import numpy as np
 import pytest
-from support import make_header
+from support import make_camera_info, make_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ovseg_ros import messages
 from ovseg_ros.node import diagnostics, vocabulary_service
-from ovseg_ros.node.cameras import camera_names
+from ovseg_ros.node.cameras import camera_names, input_names, sibling_topic
 from ovseg_ros.node.frames import Frame, LatestFrameSlots
 from ovseg_ros.node.params import PARAMETERS, NodeParameters, ParameterError
 from ovseg_ros.node.pipeline import FramePipeline, ThrottledWarnings
+from ovseg_ros.node.sync import SideInputs
 
 
 class FakeClock:
@@ -34,7 +35,7 @@ def test_defaults_need_a_checkpoint_or_random_weights():
     with pytest.raises(ParameterError, match="checkpoint"):
         NodeParameters.from_mapping({})
     params = NodeParameters.from_mapping({"weights": "random"})
-    assert params.image_topics == ("/camera/image_raw",) and params.classes
+    assert params.cameras == ("camera",) and params.classes and params.things is None and params.device == "auto"
 
 
 @pytest.mark.parametrize(
@@ -45,8 +46,11 @@ def test_defaults_need_a_checkpoint_or_random_weights():
         ({"weights": "random", "overlap_threshold": 1.5}, "outside"),
         ({"weights": "random", "overlap_threshold": float("nan")}, "finite"),
         ({"weights": "random", "qos_reliability": "sometimes"}, "one of"),
-        ({"weights": "random", "image_topics": []}, "at least one"),
-        ({"weights": "random", "image_topics": ["/a", "/a"]}, "twice"),
+        ({"weights": "random", "cameras": []}, "at least one"),
+        ({"weights": "random", "cameras": ["a", "a"]}, "twice"),
+        ({"weights": "random", "cameras": ["/front/image_raw"]}, "not valid topic names"),
+        ({"weights": "random", "things": "person"}, "list of strings"),
+        ({"weights": "random", "variant": "XL"}, "one of"),
         ({"weights": "random", "compressed": "yes"}, "true or false"),
         ({"weights": "random", "classes": "person"}, "list of strings"),
         ({"weights": "random", "checkpoint": "x.pth"}, "not both"),
@@ -80,6 +84,22 @@ def test_camera_names():
     assert camera_names(["/front/image_raw", "/robot/left/image_rect", "/image_raw", "/front/image"]) == [
         "front", "robot/left", "camera", "front_2",
     ]
+
+
+def test_input_names_follow_image_pipeline_conventions():
+    assert input_names(["front"], "image") == {"front": "image"}
+    assert input_names(["front", "rear"], "camera_info") == {"front": "front/camera_info", "rear": "rear/camera_info"}
+    assert sibling_topic("/front/image_raw", "camera_info") == "/front/camera_info"
+    assert sibling_topic("/robot/left/image_rect", "depth") == "/robot/left/depth"
+
+
+def test_side_inputs_match_by_stamp_within_slop(typestore):
+    side = SideInputs(["front"], slop=0.02)
+    for sec, nanosec in ((10, 0), (10, 100_000_000), (11, 0)):
+        side.camera_info["front"].put(make_camera_info(typestore, make_header(typestore, sec, nanosec), 4, 5))
+    assert side.camera_info_for("front", make_header(typestore, 10, 110_000_000)).header.stamp.nanosec == 100_000_000
+    assert side.camera_info_for("front", make_header(typestore, 10, 500_000_000)) is None  # nearest is 0.4 s away
+    assert side.camera_info_for("rear", make_header(typestore, 10, 0)) is None
 
 
 # --- frame slots ------------------------------------------------------------------------
@@ -129,15 +149,22 @@ def test_set_vocabulary_swaps_and_versions(tiny_predictor):
     before = tiny_predictor.vocabulary_version
     reply = vocabulary_service.set_vocabulary(tiny_predictor, ["person", "car, automobile"], ["car"])
     assert reply.success and reply.version == before + 1
-    classes, things, version = vocabulary_service.get_vocabulary(tiny_predictor)
+    classes, things, version, seen = vocabulary_service.get_vocabulary(tiny_predictor)
     assert classes == ["person", "car, automobile"] and things == ["car"] and version == reply.version
+    assert seen == [True, True]
+
+
+def test_empty_things_are_inferred_and_the_reply_says_which(tiny_predictor):
+    reply = vocabulary_service.set_vocabulary(tiny_predictor, ["person", "forklift", "dog", "floor"], [])
+    assert reply.success and "things (inferred): person, dog" in reply.message
+    assert vocabulary_service.get_vocabulary(tiny_predictor).things == ["person", "dog"]
 
 
 def test_bad_request_keeps_the_old_vocabulary(tiny_predictor):
     old = vocabulary_service.get_vocabulary(tiny_predictor)
     for classes, things in ([[], []], [["a", "A"], []], [["a"], ["b"]], [[" "], []], [["x; y"], []]):
         reply = vocabulary_service.set_vocabulary(tiny_predictor, classes, things)
-        assert not reply.success and reply.message and reply.version == old[2]
+        assert not reply.success and reply.message and reply.version == old.version
     assert vocabulary_service.get_vocabulary(tiny_predictor) == old
 
 
@@ -205,8 +232,21 @@ def test_pipeline_drops_bad_frames_and_keeps_going(tiny_predictor, typestore):
     out = outputs[0]
     assert out.panoptic.header.stamp.sec == 7 and out.overlay.encoding == "rgb8" and out.detections is not None
     assert pipeline.stats.bad_input["front"] == 1 and "weird" in warnings[0]
+    assert pipeline.stats.overlays["rear"] == 1
     assert pipeline.process([Frame("front", bad, 0.0)]) == []
-    assert len(warnings) == 1  # throttled
+    assert len(warnings) == 1  # the same reason again: throttled
+    truncated = rgb_message(typestore, np.zeros((40, 30, 3), np.uint8))
+    truncated.data = truncated.data[:100]
+    assert pipeline.process([Frame("front", truncated, 0.0)]) == []
+    assert len(warnings) == 2 and "truncated" in warnings[1]  # another reason: its own warning
+
+
+def test_pipeline_republishes_camera_info_with_the_image_header(tiny_predictor, typestore):
+    pipeline = FramePipeline(tiny_predictor, messages.RosbagsFactory(typestore), warn=lambda m: None)
+    side = SideInputs(["front"], slop=0.01)
+    side.camera_info["front"].put(make_camera_info(typestore, make_header(typestore, 7, 5_000_000, "cam_from_info"), 40, 30))
+    (out,) = pipeline.process([Frame("front", rgb_message(typestore, np.zeros((40, 30, 3), np.uint8), sec=7), 0.0)], side_inputs=side)
+    assert out.camera_info.header == out.segments.header and out.camera_info.width == 30
 
 
 def test_throttled_warnings():

@@ -3,6 +3,8 @@ reproduces the parity fixtures, and serves a second vocabulary size without re-e
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,10 @@ from ovseg_ros.predictor import Predictor
 from ovseg_ros.preprocess import preprocess
 from ovseg_ros.vocabulary import TextEmbedder, Vocabulary
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency: pip install -e .[test]")
+# a mark, not a module-level skip (see test_tensorrt.py)
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed: pip install -e .[onnx]"
+)
 
 
 @pytest.fixture(scope="module")

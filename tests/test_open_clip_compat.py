@@ -4,14 +4,13 @@ open_clip computes (batch-first transformers, QuickGELU)."""
 
 from __future__ import annotations
 
+import open_clip
 import pytest
 import torch
 
-open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is a dependency: pip install -e .")
-
-from ovseg_ros.checkpoint import load_clip_towers  # noqa: E402
-from ovseg_ros.config import variant_config  # noqa: E402
-from ovseg_ros.modeling import EOVSeg  # noqa: E402
+from ovseg_ros.checkpoint import load_clip_towers
+from ovseg_ros.config import variant_config
+from ovseg_ros.modeling import EOVSeg
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,23 @@ def test_refuses_without_checkpoint():
         build_model(None)
 
 
-def test_stand_in_weights_say_so(caplog):
-    with caplog.at_level("WARNING"):
+def test_stand_in_weights_say_so():
+    import logging
+
+    class Collect(logging.Handler):  # on the logger itself: launch_testing (same session) reconfigures the root
+        messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger = logging.getLogger("ovseg_ros.predictor")
+    handler = Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
         build_model(None, stand_in_weights=True)
-    assert "STAND-IN RANDOM WEIGHTS" in caplog.text
+    finally:
+        logger.removeHandler(handler)
+    assert any("STAND-IN RANDOM WEIGHTS" in m for m in handler.messages)
 
 
 @pytest.fixture(scope="module")

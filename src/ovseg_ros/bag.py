@@ -13,12 +13,33 @@ from ovseg_ros import messages
 from ovseg_ros.interfaces import rosbags_typestore
 from ovseg_ros.node.cameras import camera_names
 from ovseg_ros.node.frames import Frame
+from ovseg_ros.node.params import NodeParameters, QosSpec
 from ovseg_ros.node.pipeline import FramePipeline
 from ovseg_ros.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+_NODE_QOS = NodeParameters(weights="random")
+OUTPUT_QOS, LABEL_INFO_QOS = _NODE_QOS.output_qos, _NODE_QOS.label_info_qos
+
+
+def rosbags_qos(spec: QosSpec):
+    """A rosbags QoS profile (bag metadata) for the node's QosSpec."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    default = QosTime(sec=0, nsec=0)
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=spec.depth,
+        reliability=QosReliability.BEST_EFFORT if spec.reliability == "best_effort" else QosReliability.RELIABLE,
+        durability=QosDurability.TRANSIENT_LOCAL if spec.durability == "transient_local" else QosDurability.VOLATILE,
+        deadline=default,
+        lifespan=default,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=default,
+        avoid_ros_namespace_conventions=False,
+    )
 
 
 @dataclass
@@ -69,20 +90,23 @@ def process_bag(
         with Writer(bag_out, version=8) as writer:
             connections = {}
 
-            def connection(topic: str, msgtype: str):
+            def connection(topic: str, msgtype: str, qos=OUTPUT_QOS, source=None):
+                """Offered QoS as the node offers it (label_info latched), so that `ros2 bag play`
+                republishes a topic the way the live node does; input topics keep theirs."""
                 if topic not in connections:
-                    connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+                    profiles = source.ext.offered_qos_profiles if source is not None else [rosbags_qos(qos)]
+                    connections[topic] = writer.add_connection(topic, msgtype, typestore=typestore, offered_qos_profiles=profiles)
                 return connections[topic]
 
-            def write(topic: str, msgtype: str, timestamp: int, msg) -> None:
-                writer.write(connection(topic, msgtype), timestamp, typestore.serialize_cdr(msg, msgtype))
+            def write(topic: str, msgtype: str, timestamp: int, msg, qos=OUTPUT_QOS) -> None:
+                writer.write(connection(topic, msgtype, qos), timestamp, typestore.serialize_cdr(msg, msgtype))
 
             label_info_written = False
             for conn, timestamp, raw in reader.messages(connections=wanted):
                 report.frames_in += 1
                 camera = cameras[conn.topic]
                 if copy_input:
-                    writer.write(connection(conn.topic, conn.msgtype), timestamp, raw)
+                    writer.write(connection(conn.topic, conn.msgtype, source=conn), timestamp, raw)
                 try:
                     msg = typestore.deserialize_cdr(raw, conn.msgtype)
                 except Exception as exc:  # a damaged record: drop it, keep going
@@ -104,7 +128,7 @@ def process_bag(
                     write(f"{base}/overlay", "sensor_msgs/msg/Image", timestamp, out.overlay)
                 if has_vision and not label_info_written:
                     info = messages.label_info(factory, msg.header, predictor.vocabulary.labels)
-                    write(f"/{node_name}/label_info", "vision_msgs/msg/LabelInfo", timestamp, info)
+                    write(f"/{node_name}/label_info", "vision_msgs/msg/LabelInfo", timestamp, info, LABEL_INFO_QOS)
                     label_info_written = True
                 report.frames_out += 1
                 if progress:

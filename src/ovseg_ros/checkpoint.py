@@ -65,34 +65,56 @@ def ours_to_official(name: str) -> str:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file: detectron2 (`{"model": ...}`, .pth or .pkl),
-    a training checkpoint of ours, or a plain state dict."""
+    a training checkpoint of ours, or a plain state dict. Fast: PyTorch zip files are
+    memory-mapped, tensors are read when used. Anything else raises CheckpointError
+    saying what the file is instead."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".pkl":
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")  # detectron2's converted-model format
+        raise FileNotFoundError(f"checkpoint not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if zipfile.is_zipfile(path):
+        data = _torch_load(path, mmap=True)
+    elif head[:1] == b"\x80":  # a pickle: detectron2's converted .pkl, or PyTorch's legacy format
+        data = _read_pickle(path) if path.suffix == ".pkl" else _torch_load(path, mmap=False)
     else:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+        raise CheckpointError(
+            f"not a checkpoint: {path} is neither a PyTorch file (zip) nor a pickle; it starts with {head!r}"
+        )
     if isinstance(data, Mapping):
         for key in ("model", "state_dict"):
             if key in data and isinstance(data[key], Mapping):
                 data = data[key]
                 break
     if not isinstance(data, Mapping):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a state dict")
+        raise CheckpointError(f"not a checkpoint: {path} holds a {type(data).__name__}, not a state dict")
     tensors = {}
     for name, value in data.items():
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
         if isinstance(value, torch.Tensor):
-            tensors[name] = value
+            tensors[str(name)] = value
     if not tensors:
-        raise CheckpointError(f"{path} holds no tensors")
+        raise CheckpointError(f"not a checkpoint: {path} holds no tensors")
     return tensors
+
+
+def _torch_load(path: Path, mmap: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+            reason = "it holds Python objects other than tensors and plain containers (refused for safety)"
+        raise CheckpointError(f"not a readable checkpoint: {path}: {reason}") from exc
+
+
+def _read_pickle(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")  # detectron2's converted-model format
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
+        raise CheckpointError(f"not a readable checkpoint: {path}: {exc}") from exc
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -173,3 +195,41 @@ def _read_clip(path: str | Path) -> dict[str, Any]:
                 warnings.simplefilter("ignore", FutureWarning)
                 return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     return read_state_dict(path)
+
+
+# EOV-Seg variants by their CLIP image tower: (official key, shape[0]) -> variant.
+_EOV_SEG_STEMS = {
+    ("cnn_backbone.clip_model.visual.conv1.weight", 32): "S",  # RN50
+    ("cnn_backbone.clip_model.visual.conv1.weight", 40): "M",  # RN50x4
+    ("cnn_backbone.clip_model.visual.trunk.stem.0.weight", 192): "L",  # ConvNeXt-L
+}
+VARIANT_NAMES = {"S": "EOV-Seg S (RN50 CLIP)", "M": "EOV-Seg M (RN50x4 CLIP)", "L": "EOV-Seg L (ConvNeXt-L CLIP)"}
+
+
+def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The EOV-Seg variant a state dict (official or our names) was made for, from its
+    CLIP image tower; CheckpointError when it is no EOV-Seg checkpoint."""
+    for (official, width), variant in _EOV_SEG_STEMS.items():
+        for name in (official, official_to_ours(official)):
+            tensor = state_dict.get(name)
+            if tensor is not None and tensor.dim() == 4 and tensor.shape[0] == width:
+                return variant
+    sample = ", ".join(list(state_dict)[:3])
+    raise CheckpointError(
+        f"not an EOV-Seg checkpoint: its {len(state_dict)} tensors have no EOV-Seg CLIP image tower "
+        f"(expected e.g. cnn_backbone.clip_model.visual.conv1.weight); its first keys: {sample}"
+    )
+
+
+def check_variant(state_dict: Mapping[str, torch.Tensor], requested: str | None) -> str:
+    """The checkpoint's variant; a different explicitly requested one is refused with the right name."""
+    from ovseg_ros.config import variant_config
+
+    found = detect_variant(state_dict)
+    if requested is not None and variant_config(requested).variant != found:
+        wanted = variant_config(requested).variant
+        raise CheckpointError(
+            f"the checkpoint is {VARIANT_NAMES[found]}, not {VARIANT_NAMES.get(wanted, wanted)}: pass --variant {found} "
+            f"(node parameter variant: {found}), or leave the variant out to take it from the checkpoint"
+        )
+    return found

@@ -32,7 +32,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-size", type=int, default=640, help="short side after resizing (0: keep size)")
     group.add_argument("--max-size", type=int, default=2560, help="cap on the long side after resizing")
     group.add_argument("--classes", default=DEFAULT_CLASSES, help='";" separates classes, "," synonyms of one class')
-    group.add_argument("--things", default=DEFAULT_THINGS, help="classes that are countable objects (same syntax)")
+    group.add_argument(
+        "--things", default=None,
+        help="classes that are countable objects (same syntax); default: the classes with a COCO thing name "
+        f"(for the default vocabulary: {DEFAULT_THINGS})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

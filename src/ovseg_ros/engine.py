@@ -42,7 +42,10 @@ def run_in_batches(run, images: torch.Tensor, batch: int) -> list[torch.Tensor]:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """A usable torch device, or ValueError saying why not (instead of a deep CUDA error)."""
+    """A usable torch device, or ValueError saying why not (instead of a deep CUDA error).
+    "auto" is the first CUDA device when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:

@@ -24,8 +24,9 @@ class OnnxRuntimeEngine:
         self.path = Path(onnx_path)
         self.metadata = read_metadata(self.path)
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+        if str(device).startswith("cuda") or (str(device) == "auto" and has_cuda):
+            if not has_cuda:
                 raise BackendUnavailable("device cuda with onnxruntime needs onnxruntime-gpu (CUDAExecutionProvider)")
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()

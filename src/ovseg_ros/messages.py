@@ -8,6 +8,7 @@ header (stamp and frame_id).
 from __future__ import annotations
 
 import array
+import dataclasses
 import importlib
 from typing import Any, Protocol, Sequence
 
@@ -20,6 +21,7 @@ SEMANTIC_NONE = 65535  # value of unlabelled pixels in the semantic image
 
 class MessageFactory(Protocol):
     def new(self, type_name: str, **fields: Any) -> Any: ...
+    def with_header(self, message: Any, header: Any) -> Any: ...
     def uint8_array(self, values: np.ndarray) -> Any: ...
     def float64_array(self, values: np.ndarray) -> Any: ...
     def byte(self, value: int) -> Any: ...
@@ -33,6 +35,9 @@ class RosbagsFactory:
 
     def new(self, type_name: str, **fields: Any) -> Any:
         return self.typestore.types[type_name](**fields)
+
+    def with_header(self, message: Any, header: Any) -> Any:
+        return dataclasses.replace(message, header=header)
 
     def uint8_array(self, values: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(values).reshape(-1).view(np.uint8)
@@ -57,6 +62,12 @@ class RclpyFactory:
             cls = getattr(importlib.import_module(f"{package}.{kind}"), name)
             self._classes[type_name] = cls
         return cls(**fields)
+
+    def with_header(self, message: Any, header: Any) -> Any:
+        """A copy of an rclpy message (its fields shared, not duplicated) with another header."""
+        fields = {name: getattr(message, name) for name in message.get_fields_and_field_types()}
+        fields["header"] = header
+        return type(message)(**fields)
 
     def uint8_array(self, values: np.ndarray) -> array.array:
         out = array.array("B")

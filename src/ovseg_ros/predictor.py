@@ -17,10 +17,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ovseg_ros.checkpoint import load_checkpoint
+from ovseg_ros.checkpoint import check_variant, load_state_dict, read_state_dict
 from ovseg_ros.config import EOVSegConfig, InferenceConfig, variant_config
-from ovseg_ros.engine import Engine, EngineOutput, create_engine
+from ovseg_ros.engine import Engine, EngineOutput, create_engine, resolve_device
 from ovseg_ros.modeling import EOVSeg
 from ovseg_ros.modeling.eov_seg import append_void
 from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
@@ -103,7 +104,7 @@ class Predictor:
     def from_checkpoint(
         cls,
         checkpoint: str | Path | None,
-        variant: str = "S",
+        variant: str | None = None,
         device: str = "cpu",
         config: InferenceConfig | None = None,
         stand_in_weights: bool = False,
@@ -114,7 +115,10 @@ class Predictor:
     ) -> "Predictor":
         """Build the model and load a checkpoint. Without one, refuse unless
         `stand_in_weights` is set, in which case weights are random and a banner says so.
-        Compiled backends run `engine_file`; the model's text tower encodes vocabularies."""
+        Compiled backends run `engine_file`; the model's text tower encodes vocabularies.
+        The device and the checkpoint are checked before the model is built."""
+        if backend == "torch":
+            resolve_device(device)
         model = build_model(checkpoint, variant, stand_in_weights)
         engine = create_engine(backend, model, device, engine_file, fp16=fp16, cuda_graphs=cuda_graphs)
         return cls(engine, TextEmbedder(model.text_encoder.to(engine.device)), config, model.config)
@@ -242,28 +246,41 @@ class Predictor:
         )
 
 
-def build_model(checkpoint: str | Path | None, variant: str = "S", stand_in_weights: bool = False) -> EOVSeg:
-    model = EOVSeg(variant_config(variant)).eval()
+def build_model(checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False) -> EOVSeg:
+    """The model with a checkpoint's weights (its variant taken from the checkpoint, or
+    checked against `variant`), or stand-in random weights when asked for. The file is
+    read and checked before the model is built: a wrong path or file fails in a second."""
+    if checkpoint and stand_in_weights:
+        raise ValueError("give either a checkpoint or stand-in weights (--weights random), not both")
     if checkpoint:
-        skipped = load_checkpoint(model, checkpoint)
-        log.info("loaded %s (%d unused keys skipped)", checkpoint, len(skipped))
-    elif stand_in_weights:
-        log.warning(STAND_IN_BANNER)
-        _randomize(model)
-    else:
+        state_dict = read_state_dict(checkpoint)
+        variant = check_variant(state_dict, variant)
+    elif not stand_in_weights:
         raise MissingWeightsError(
             "no checkpoint given. Download an EOV-Seg checkpoint (see README: 'Weights') and pass its path, "
-            "or ask for stand-in random weights explicitly (--weights random / stand_in_weights:=true) "
+            "or ask for stand-in random weights explicitly (--weights random / weights:=random) "
             "for a smoke test; their output is meaningless."
         )
+    model = EOVSeg(variant_config(variant or "S")).eval()
+    if checkpoint:
+        skipped = load_state_dict(model, state_dict)
+        log.info("loaded %s (%d unused keys skipped)", checkpoint, len(skipped))
+    else:
+        log.warning(STAND_IN_BANNER)
+        _randomize(model)
     return model
 
 
 def _randomize(model: EOVSeg) -> None:
     """Deterministic random weights with sane scales (for smoke tests and demos).
 
-    The void embedding is zeroed (a neutral void logit of 0); otherwise every random
-    query tends to prefer void and smoke tests would never reach fusion and rendering.
+    With plain random weights every mask covers a large, overlapping part of the image,
+    and panoptic fusion (which keeps a segment only if it holds 80% of its own mask)
+    keeps none: a demo would show nothing. So the last stage's mask logits are shifted
+    down by about four times the average pixel embedding's projection, measured once on
+    a synthetic image: masks shrink and a few segments survive. The void embedding is
+    zeroed (a neutral void logit). The output stays noise: this only makes the pipeline
+    visible.
     """
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -274,6 +291,16 @@ def _randomize(model: EOVSeg) -> None:
             elif name.endswith("bias"):
                 param.zero_()  # default init draws from the global RNG: not reproducible
         model.void_embedding.zero_()
+    if not isinstance(model, EOVSeg):
+        return
+    blobs = torch.rand(1, 3, 4, 4, generator=generator) * 255
+    image = F.interpolate(blobs, size=(128, 128), mode="bicubic", align_corners=False)
+    image = (image - model.pixel_mean) / model.pixel_std
+    text = F.normalize(torch.randn(8, model.config.clip.embed_dim, generator=generator), dim=-1)
+    with torch.inference_mode():
+        mean_pixel = model(image, text, keep_features=True).features["vas"][0].mean((1, 2))
+    with torch.no_grad():
+        model.decoder.mask_heads[-1].fc_mask.bias -= 4.0 * mean_pixel / mean_pixel.pow(2).sum()
 
 
 class _Clock:

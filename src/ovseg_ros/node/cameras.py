@@ -1,4 +1,5 @@
-"""Short, unique camera names from image topics, used in output topic names."""
+"""Camera names and input topic names: short, unique names from image topics (output
+topics are ~/<camera>/...), and the relative input names users remap."""
 
 from __future__ import annotations
 
@@ -24,3 +25,18 @@ def camera_names(topics: Sequence[str]) -> list[str]:
             candidate, n = f"{name}_{n}", n + 1
         names.append(candidate)
     return names
+
+
+def input_names(cameras: Sequence[str], stream: str) -> dict[str, str]:
+    """Relative input topic per camera, to be remapped as image_pipeline nodes are:
+    one camera reads `image`, `camera_info`; several read `<camera>/image`, ...."""
+    if len(cameras) == 1:
+        return {cameras[0]: stream}
+    return {camera: f"{camera}/{stream}" for camera in cameras}
+
+
+def sibling_topic(image_topic: str, name: str) -> str:
+    """The topic beside an image topic, as image_transport pairs them:
+    ('/front/image_raw', 'camera_info') -> '/front/camera_info'."""
+    parent = image_topic.rstrip("/").rsplit("/", 1)[0]
+    return f"{parent}/{name}"

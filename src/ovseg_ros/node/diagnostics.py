@@ -46,6 +46,7 @@ def summarize(
         values[f"{camera}/dropped_stale"] = str(slots.replaced[camera] + slots.expired[camera])
         values[f"{camera}/dropped_bad_input"] = str(stats.bad_input[camera])
         values[f"{camera}/failed"] = str(stats.failed[camera])
+        values[f"{camera}/overlays_rendered"] = str(stats.overlays[camera])
         if stats.failed[camera]:
             level = max(level, ERROR)
             problems.append(f"{camera}: inference failures")

@@ -1,13 +1,15 @@
-"""Node parameters: names, defaults, descriptions and ranges in one table, validated
-into a dataclass. The rclpy shell declares them from PARAMETERS; tests use it directly."""
+"""Node parameters: names, types, defaults, descriptions and ranges in one table,
+validated into a dataclass. The rclpy shell declares them from PARAMETERS; tests use it
+directly."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ovseg_ros.vocabulary import DEFAULT_CLASSES, DEFAULT_THINGS
+from ovseg_ros.vocabulary import DEFAULT_CLASSES
 
 
 class ParameterError(ValueError):
@@ -17,39 +19,62 @@ class ParameterError(ValueError):
 @dataclass(frozen=True)
 class ParameterSpec:
     name: str
-    default: Any
+    default: Any  # None: not set unless given (declared by type only)
     description: str
+    kind: str = ""  # bool | int | float | str | str_list; "" = from the default's type
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
     read_only: bool = True  # most settings need a restart; the vocabulary has its service
 
+    @property
+    def type_name(self) -> str:
+        if self.kind:
+            return self.kind
+        return {bool: "bool", int: "int", float: "float", str: "str", list: "str_list"}[type(self.default)]
+
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("checkpoint", "", "EOV-Seg checkpoint file (official detectron2 .pth/.pkl or ours)"),
-    ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", ("checkpoint", "random")),
-    ParameterSpec("variant", "S", "EOV-Seg variant: S (RN50 CLIP), M (RN50x4) or L (ConvNeXt-L)", ("S", "M", "L")),
-    ParameterSpec("backend", "torch", "inference backend", ("torch", "onnxruntime", "tensorrt")),
+    ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", choices=("checkpoint", "random")),
+    ParameterSpec(
+        "variant", "auto", "EOV-Seg variant: auto (from the checkpoint; S with stand-in weights), S (RN50 CLIP), "
+        "M (RN50x4) or L (ConvNeXt-L)", choices=("auto", "S", "M", "L"),
+    ),
+    ParameterSpec("backend", "torch", "inference backend", choices=("torch", "onnxruntime", "tensorrt")),
     ParameterSpec("engine_file", "", "ONNX from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)"),
     ParameterSpec("fp16", False, "half precision: torch autocast on CUDA, or an fp16 TensorRT engine"),
     ParameterSpec("cuda_graphs", False, "torch on CUDA: replay the forward pass as a CUDA graph"),
-    ParameterSpec("device", "cuda", "torch device: cpu, cuda, cuda:N"),
+    ParameterSpec("device", "auto", "torch device: auto (CUDA when available, else CPU with a warning), cpu, cuda, cuda:N"),
     ParameterSpec("min_size", 640, "short side of the network input in pixels (0: keep camera size)", minimum=0, maximum=4096),
     ParameterSpec("max_size", 2560, "cap on the long side of the network input", minimum=32, maximum=8192),
-    ParameterSpec("classes", DEFAULT_CLASSES.split("; "), "initial vocabulary, one class per entry, synonyms comma-separated", read_only=False),
-    ParameterSpec("things", DEFAULT_THINGS.split("; "), "initial classes that are things (any of their names)", read_only=False),
+    ParameterSpec(
+        "classes", DEFAULT_CLASSES.split("; "), "vocabulary, one class per entry, synonyms comma-separated "
+        "(set alone, things are inferred)", read_only=False,
+    ),
+    ParameterSpec(
+        "things", None, "classes that are things (any of their names); unset or empty: classes with a COCO thing name",
+        kind="str_list", read_only=False,
+    ),
     ParameterSpec("object_mask_threshold", 0.0, "minimum query score to become a segment", minimum=0.0, maximum=1.0),
     ParameterSpec("overlap_threshold", 0.8, "share of its own mask a segment must keep after overlaps", minimum=0.0, maximum=1.0),
     ParameterSpec("semantic_threshold", 0.0, "pixels whose best semantic score is lower get 65535 (none)", minimum=0.0, maximum=100.0),
-    ParameterSpec("image_topics", ["/camera/image_raw"], "camera image topics (one or more cameras)"),
-    ParameterSpec("compressed", False, "subscribe to <topic>/compressed (sensor_msgs/CompressedImage)"),
-    ParameterSpec("qos_reliability", "best_effort", "camera subscription reliability", ("best_effort", "reliable")),
+    ParameterSpec(
+        "cameras", ["camera"], "camera names (output topics ~/<camera>/...); one camera reads 'image' and 'camera_info', "
+        "several read '<camera>/image' and '<camera>/camera_info' (remap them)",
+    ),
+    ParameterSpec("compressed", False, "subscribe to <image>/compressed (sensor_msgs/CompressedImage)"),
+    ParameterSpec("qos_reliability", "best_effort", "camera subscription reliability", choices=("best_effort", "reliable")),
     ParameterSpec("qos_depth", 1, "camera subscription queue depth (only the newest frame is used)", minimum=1, maximum=100),
+    ParameterSpec("sync_slop", 0.02, "seconds a camera_info stamp may differ from its image's", minimum=0.0, maximum=1.0),
     ParameterSpec("publish_overlay", True, "publish the rgb8 overlay (rendered only while someone subscribes)"),
     ParameterSpec("max_batch", 4, "largest number of cameras' frames run as one batch", minimum=1, maximum=16),
     ParameterSpec("max_frame_age", 0.0, "drop frames older than this many seconds when their turn comes (0: never)", minimum=0.0, maximum=60.0),
     ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", minimum=0.1, maximum=60.0),
 )
+SPECS = {spec.name: spec for spec in PARAMETERS}
+
+_CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True)
@@ -65,23 +90,24 @@ class QosSpec:
 class NodeParameters:
     checkpoint: str = ""
     weights: str = "checkpoint"
-    variant: str = "S"
+    variant: str = "auto"
     backend: str = "torch"
     engine_file: str = ""
     fp16: bool = False
     cuda_graphs: bool = False
-    device: str = "cuda"
+    device: str = "auto"
     min_size: int = 640
     max_size: int = 2560
     classes: tuple[str, ...] = ()
-    things: tuple[str, ...] = ()
+    things: tuple[str, ...] | None = None  # None: inferred from the classes
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.8
     semantic_threshold: float = 0.0
-    image_topics: tuple[str, ...] = ("/camera/image_raw",)
+    cameras: tuple[str, ...] = ("camera",)
     compressed: bool = False
     qos_reliability: str = "best_effort"
     qos_depth: int = 1
+    sync_slop: float = 0.02
     publish_overlay: bool = True
     max_batch: int = 4
     max_frame_age: float = 0.0
@@ -90,13 +116,12 @@ class NodeParameters:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "NodeParameters":
         """Validate raw values (missing ones take their defaults); raises ParameterError."""
-        known = {spec.name: spec for spec in PARAMETERS}
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - set(SPECS))
         if unknown:
             raise ParameterError(f"unknown parameter(s): {', '.join(unknown)}")
         checked = {}
         for spec in PARAMETERS:
-            checked[spec.name] = _check(spec, values.get(spec.name, spec.default))
+            checked[spec.name] = check_value(spec, values.get(spec.name, spec.default))
         if checked["weights"] == "checkpoint" and not checked["checkpoint"]:
             raise ParameterError(
                 "parameter 'checkpoint' is empty: give an EOV-Seg checkpoint path, or set weights:=random "
@@ -110,11 +135,14 @@ class NodeParameters:
             raise ParameterError("cuda_graphs applies to the torch backend only")
         if checked["min_size"] and checked["max_size"] < checked["min_size"]:
             raise ParameterError(f"max_size {checked['max_size']} is smaller than min_size {checked['min_size']}")
-        topics = checked["image_topics"]
-        if not topics or any(not t.strip() for t in topics):
-            raise ParameterError("image_topics must list at least one non-empty topic")
-        if len(set(topics)) != len(topics):
-            raise ParameterError("image_topics lists a topic twice")
+        cameras = checked["cameras"]
+        if not cameras:
+            raise ParameterError("cameras must name at least one camera")
+        bad = [c for c in cameras if not _CAMERA_NAME.match(c)]
+        if bad:
+            raise ParameterError(f"camera name(s) {bad} are not valid topic names (letters, digits, '_', '/' between parts)")
+        if len(set(cameras)) != len(cameras):
+            raise ParameterError("cameras lists a name twice")
         return cls(**{f.name: checked[f.name] for f in fields(cls) if f.name in checked})
 
     @property
@@ -133,26 +161,31 @@ class NodeParameters:
         return QosSpec("reliable", 1, "transient_local")
 
 
-def _check(spec: ParameterSpec, value: Any) -> Any:
-    default = spec.default
-    if isinstance(default, bool):
+def check_value(spec: ParameterSpec, value: Any) -> Any:
+    """The value, type- and range-checked (lists become tuples); raises ParameterError."""
+    kind = spec.type_name
+    if value is None:
+        if spec.default is None:
+            return None
+        raise ParameterError(f"parameter {spec.name!r} needs a value")
+    if kind == "bool":
         if not isinstance(value, bool):
             raise ParameterError(f"parameter {spec.name!r} must be true or false, got {value!r}")
         return value
-    if isinstance(default, int):
+    if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParameterError(f"parameter {spec.name!r} must be an integer, got {value!r}")
-    elif isinstance(default, float):
+    elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ParameterError(f"parameter {spec.name!r} must be a finite number, got {value!r}")
         value = float(value)
-    elif isinstance(default, str):
+    elif kind == "str":
         if not isinstance(value, str):
             raise ParameterError(f"parameter {spec.name!r} must be a string, got {value!r}")
         if spec.choices and value not in spec.choices:
             raise ParameterError(f"parameter {spec.name!r} must be one of {', '.join(spec.choices)}, got {value!r}")
         return value
-    elif isinstance(default, list):
+    elif kind == "str_list":
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise ParameterError(f"parameter {spec.name!r} must be a list of strings, got {value!r}")
         return tuple(value)

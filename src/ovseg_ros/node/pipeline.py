@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 from ovseg_ros import messages
 from ovseg_ros.decode import decode
 from ovseg_ros.node.frames import Frame
+from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor, StageTimes
 from ovseg_ros.preprocess import ImageError
 from ovseg_ros.visualize import render_overlay
@@ -28,6 +29,7 @@ class CameraOutput:
     segments: Any
     detections: Any | None = None
     overlay: Any | None = None
+    camera_info: Any | None = None  # the camera's, matched by stamp, with the image's header
     vocabulary_version: int = 0
 
 
@@ -39,6 +41,7 @@ class PipelineStats:
     processed: Counter = field(default_factory=Counter)
     bad_input: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
+    overlays: Counter = field(default_factory=Counter)  # rendered (only while someone subscribes)
     latency: dict = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=100)))
     output_times: dict = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=100)))
 
@@ -88,7 +91,12 @@ class FramePipeline:
         self.clock = clock
         self.stats = PipelineStats()
 
-    def process(self, frames: Sequence[Frame], wants_overlay: Callable[[str], bool] = lambda camera: False) -> list[CameraOutput]:
+    def process(
+        self,
+        frames: Sequence[Frame],
+        wants_overlay: Callable[[str], bool] = lambda camera: False,
+        side_inputs: SideInputs | None = None,
+    ) -> list[CameraOutput]:
         start = time.perf_counter()
         images, accepted = [], []
         for frame in frames:
@@ -97,7 +105,7 @@ class FramePipeline:
                 accepted.append(frame)
             except ImageError as exc:
                 self.stats.bad_input[frame.camera] += 1
-                self.warnings(f"bad:{frame.camera}", f"[{frame.camera}] dropped a frame: {exc}")
+                self.warnings(f"bad:{frame.camera}:{exc.reason}", f"[{frame.camera}] dropped a frame: {exc}")
         if not images:
             return []
         decoded = time.perf_counter()
@@ -123,11 +131,15 @@ class FramePipeline:
             )
             if self.with_detections:
                 output.detections = messages.detection_array(self.factory, header, prediction)
+            info = side_inputs.camera_info_for(frame.camera, header) if side_inputs is not None else None
+            if info is not None:
+                output.camera_info = self.factory.with_header(info, header)
             if wants_overlay(frame.camera):
                 num_classes = len(self.predictor.vocabulary.classes) if self.predictor.vocabulary else 0
                 num_classes = max(num_classes, max((s.category + 1 for s in prediction.segments), default=0))
                 pixels = render_overlay(image, prediction.panoptic, prediction.segments, num_classes)
                 output.overlay = messages.image(self.factory, header, pixels, "rgb8")
+                self.stats.overlays[frame.camera] += 1
             outputs.append(output)
         finished = time.perf_counter()
 

@@ -1,40 +1,51 @@
 """The rclpy shell: parameters, subscriptions, publishers, services, worker thread.
 
 All decisions live in the ROS-free modules beside this one (params, frames, pipeline,
-vocabulary_service, diagnostics, ovseg_ros.messages); this file only wires them to rclpy.
+sync, vocabulary_service, diagnostics, ovseg_ros.messages); this file only wires them to
+rclpy.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
 import threading
 import time
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 
 from ovseg_msgs.msg import SegmentArray
 from ovseg_msgs.srv import GetVocabulary, SetVocabulary
 from ovseg_ros import messages
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.node import diagnostics, vocabulary_service
-from ovseg_ros.node.cameras import camera_names
+from ovseg_ros.node.cameras import input_names
 from ovseg_ros.node.frames import LatestFrameSlots
-from ovseg_ros.node.params import PARAMETERS, NodeParameters, ParameterError, QosSpec
+from ovseg_ros.node.params import PARAMETERS, NodeParameters, QosSpec
 from ovseg_ros.node.pipeline import FramePipeline
-from ovseg_ros.predictor import STAND_IN_BANNER, MissingWeightsError, Predictor
+from ovseg_ros.node.sync import SideInputs
+from ovseg_ros.predictor import Predictor
+from ovseg_ros.vocabulary import check_vocabulary
 
 try:
     from vision_msgs.msg import Detection2DArray, LabelInfo
 except ImportError:  # vision_msgs is an exec_depend; without it, detections are not published
     Detection2DArray = LabelInfo = None
 
-from diagnostic_msgs.msg import DiagnosticArray
+_PARAMETER_TYPES = {
+    "bool": Parameter.Type.BOOL, "int": Parameter.Type.INTEGER, "float": Parameter.Type.DOUBLE,
+    "str": Parameter.Type.STRING, "str_list": Parameter.Type.STRING_ARRAY,
+}
 
 
 def to_qos(spec: QosSpec) -> QoSProfile:
@@ -46,9 +57,35 @@ def to_qos(spec: QosSpec) -> QoSProfile:
     )
 
 
+class RosLogHandler(logging.Handler):
+    """Python logging of the core (checkpoint loading, stand-in weights banner, ...) into
+    the node's ROS logger, so it reaches /rosout with the node's name."""
+
+    def __init__(self, logger) -> None:
+        super().__init__()
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        # one call site per severity: rclpy refuses a call site that changes severity
+        if record.levelno >= logging.ERROR:
+            self.logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self.logger.warning(message)
+        elif record.levelno >= logging.INFO:
+            self.logger.info(message)
+        else:
+            self.logger.debug(message)
+
+
 class OvsegNode(Node):
     def __init__(self) -> None:
         super().__init__("ovseg_node")
+        log = self.get_logger()
+        core_log = logging.getLogger("ovseg_ros")
+        core_log.addHandler(RosLogHandler(log))
+        core_log.setLevel(logging.INFO)
+        core_log.propagate = False
         self.params = NodeParameters.from_mapping(self._declare_parameters())
         p = self.params
         config = InferenceConfig(
@@ -58,36 +95,48 @@ class OvsegNode(Node):
             overlap_threshold=p.overlap_threshold,
             semantic_threshold=p.semantic_threshold,
         )
+        # The vocabulary is checked before the model is built: a typo costs seconds, not a model load.
+        check_vocabulary(list(p.classes), p.things)
         self.predictor = Predictor.from_checkpoint(
-            p.checkpoint or None, p.variant, p.device, config, stand_in_weights=p.weights == "random",
+            p.checkpoint or None, None if p.variant == "auto" else p.variant, p.device, config, stand_in_weights=p.weights == "random",
             backend=p.backend, engine_file=p.engine_file or None, fp16=p.fp16, cuda_graphs=p.cuda_graphs,
         )
-        if p.weights == "random":
-            self.get_logger().warning(STAND_IN_BANNER)
-        self.predictor.set_vocabulary(list(p.classes), list(p.things))
+        if p.device == "auto" and self.predictor.device.type == "cpu" and p.backend == "torch":
+            log.warning("device auto: no CUDA device found, running on the CPU (expect seconds per frame)")
+        self.predictor.set_vocabulary(list(p.classes), p.things)
+        self._mirroring_vocabulary = False  # set while the node itself writes classes/things
+        self._mirror_vocabulary_parameters()
+
         self.factory = messages.RclpyFactory()
-        self.pipeline = FramePipeline(
-            self.predictor, self.factory, warn=self.get_logger().warning, with_detections=Detection2DArray is not None
-        )
+        self.pipeline = FramePipeline(self.predictor, self.factory, warn=log.warning, with_detections=Detection2DArray is not None)
         self.slots = LatestFrameSlots()
-        self.cameras = camera_names(p.image_topics)
+        self.cameras = list(p.cameras)
+        self.side_inputs = SideInputs(self.cameras, p.sync_slop)
         self.rates = diagnostics.RateMeter()
+        self._frame_id = self.cameras[0]  # replaced by the first image's frame_id
 
         camera_qos, output_qos = to_qos(p.camera_qos), to_qos(p.output_qos)
-        frames_group = MutuallyExclusiveCallbackGroup()
+        inputs_group = MutuallyExclusiveCallbackGroup()
         self.publishers_by_camera = {}
-        for topic, camera in zip(p.image_topics, self.cameras):
+        image_names, info_names = input_names(self.cameras, "image"), input_names(self.cameras, "camera_info")
+        self.input_topics = {}
+        for camera in self.cameras:
+            image_topic = self.resolve_topic_name(image_names[camera])
             if p.compressed:
-                self.create_subscription(
-                    CompressedImage, topic.rstrip("/") + "/compressed",
-                    lambda msg, c=camera: self.slots.put(c, msg), camera_qos, callback_group=frames_group,
-                )
+                image_topic += "/compressed"
+                self.create_subscription(CompressedImage, image_topic, self._frame_callback(camera), camera_qos, callback_group=inputs_group)
             else:
-                self.create_subscription(Image, topic, lambda msg, c=camera: self.slots.put(c, msg), camera_qos, callback_group=frames_group)
+                self.create_subscription(Image, image_topic, self._frame_callback(camera), camera_qos, callback_group=inputs_group)
+            info_topic = self.resolve_topic_name(info_names[camera])
+            self.create_subscription(
+                CameraInfo, info_topic, self.side_inputs.camera_info[camera].put, qos_profile_sensor_data, callback_group=inputs_group
+            )
+            self.input_topics[camera] = (image_topic, info_topic)
             pubs = {
                 "panoptic": self.create_publisher(Image, f"~/{camera}/panoptic", output_qos),
                 "semantic": self.create_publisher(Image, f"~/{camera}/semantic", output_qos),
                 "segments": self.create_publisher(SegmentArray, f"~/{camera}/segments", output_qos),
+                "camera_info": self.create_publisher(CameraInfo, f"~/{camera}/camera_info", output_qos),
             }
             if Detection2DArray is not None:
                 pubs["detections"] = self.create_publisher(Detection2DArray, f"~/{camera}/detections", output_qos)
@@ -99,10 +148,11 @@ class OvsegNode(Node):
         )
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        services_group = MutuallyExclusiveCallbackGroup()
-        self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary, callback_group=services_group)
-        self.create_service(GetVocabulary, "~/get_vocabulary", self._on_get_vocabulary, callback_group=services_group)
-        # its own group: a vocabulary being encoded in the service must not delay diagnostics
+        # The vocabulary services share the default group with the parameter services, so
+        # a service call and a `ros2 param set` of the vocabulary never run at once.
+        self.create_service(SetVocabulary, "~/set_vocabulary", self._on_set_vocabulary)
+        self.create_service(GetVocabulary, "~/get_vocabulary", self._on_get_vocabulary)
+        # its own group: a vocabulary being encoded must not delay diagnostics
         self.create_timer(p.diagnostics_period, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_label_info()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -110,9 +160,8 @@ class OvsegNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"segmenting {', '.join(p.image_topics)} on {p.device}; vocabulary: {'; '.join(self.predictor.vocabulary.as_strings())}"
-        )
+        topics = ", ".join(f"{image} ({camera})" for camera, (image, _) in self.input_topics.items())
+        log.info(f"segmenting {topics} on {self.predictor.device}; vocabulary: {'; '.join(self.predictor.vocabulary.as_strings())}")
 
     def _declare_parameters(self) -> dict:
         values = {}
@@ -120,29 +169,50 @@ class OvsegNode(Node):
             descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
             if spec.choices:
                 descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
-            if spec.minimum is not None and isinstance(spec.default, float):
+            if spec.minimum is not None and spec.type_name == "float":
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
-            elif spec.minimum is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            elif spec.minimum is not None and spec.type_name == "int":
                 descriptor.integer_range = [IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
-            values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor).value
+            default = _PARAMETER_TYPES[spec.type_name] if spec.default is None else spec.default
+            values[spec.name] = self.declare_parameter(spec.name, default, descriptor).value
         return values
+
+    def _frame_callback(self, camera: str):
+        return lambda msg: self.slots.put(camera, msg)
 
     def _work(self) -> None:
         p = self.params
-        while self._running and rclpy.ok():
+        while self._running:
             frames = self.slots.take(timeout=0.1, max_frames=p.max_batch, max_age=p.max_frame_age)
             if not frames:
                 continue
-            outputs = self.pipeline.process(frames, wants_overlay=self._wants_overlay)
-            for output in outputs:
-                pubs = self.publishers_by_camera[output.camera]
-                pubs["panoptic"].publish(output.panoptic)
-                pubs["semantic"].publish(output.semantic)
-                pubs["segments"].publish(output.segments)
-                if output.detections is not None and "detections" in pubs:
-                    pubs["detections"].publish(output.detections)
-                if output.overlay is not None:
-                    pubs["overlay"].publish(output.overlay)
+            try:
+                outputs = self.pipeline.process(frames, wants_overlay=self._wants_overlay, side_inputs=self.side_inputs)
+                for output in outputs:
+                    self._publish(output)
+                self._note_frame_id(frames[-1].message.header.frame_id)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one frame
+                if not self._running or not rclpy.ok():
+                    return  # shutting down: publishers are gone
+                self.get_logger().error(f"frame processing failed: {type(exc).__name__}: {exc}")
+
+    def _publish(self, output) -> None:
+        pubs = self.publishers_by_camera[output.camera]
+        pubs["panoptic"].publish(output.panoptic)
+        pubs["semantic"].publish(output.semantic)
+        pubs["segments"].publish(output.segments)
+        if output.detections is not None and "detections" in pubs:
+            pubs["detections"].publish(output.detections)
+        if output.overlay is not None:
+            pubs["overlay"].publish(output.overlay)
+        if output.camera_info is not None:
+            pubs["camera_info"].publish(output.camera_info)
+
+    def _note_frame_id(self, frame_id: str) -> None:
+        """label_info and diagnostics carry the cameras' frame; republish label_info once it is known."""
+        if frame_id and frame_id != self._frame_id:
+            self._frame_id = frame_id
+            self._publish_label_info()
 
     def _wants_overlay(self, camera: str) -> bool:
         pub = self.publishers_by_camera[camera].get("overlay")
@@ -151,33 +221,58 @@ class OvsegNode(Node):
     def _on_set_vocabulary(self, request, response):
         reply = vocabulary_service.set_vocabulary(self.predictor, request.classes, request.things)
         response.success, response.message, response.vocabulary_version = reply.success, reply.message, reply.version
-        (self.get_logger().info if reply.success else self.get_logger().warning)(reply.message)
         if reply.success:
+            self.get_logger().info(reply.message)
+            self._mirror_vocabulary_parameters()
             self._publish_label_info()
+        else:
+            self.get_logger().warning(reply.message)
         return response
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
-        """`ros2 param set ... classes/things` goes through the same checked swap as the service."""
+        """`ros2 param set` of classes/things goes through the same checked swap as the
+        service: classes alone infer things, things alone apply to the current classes."""
+        if self._mirroring_vocabulary:
+            return SetParametersResult(successful=True)
         changed = {param.name: param.value for param in parameters}
         if not {"classes", "things"} & changed.keys():
             return SetParametersResult(successful=True)
-        current_classes, current_things, _ = vocabulary_service.get_vocabulary(self.predictor)
-        classes = changed.get("classes", current_classes)
-        things = changed.get("things", current_things)
+        classes = changed.get("classes", vocabulary_service.get_vocabulary(self.predictor).classes)
+        things = changed.get("things") or None
         reply = vocabulary_service.set_vocabulary(self.predictor, classes, things)
-        if reply.success:
-            self._publish_label_info()
-        return SetParametersResult(successful=reply.success, reason=reply.message)
+        if not reply.success:
+            self.get_logger().warning(reply.message)
+            return SetParametersResult(successful=False, reason=reply.message)
+        self.get_logger().info(reply.message)
+        self._mirror_vocabulary_parameters(skip=changed.keys())
+        self._publish_label_info()
+        return SetParametersResult(successful=True, reason=reply.message)
+
+    def _mirror_vocabulary_parameters(self, skip=()) -> None:
+        """Write the active vocabulary into the classes/things parameters, so that
+        `ros2 param get` tells what is active (the parameters being set are `skip`ped:
+        rclpy stores those itself once the callback accepts them)."""
+        state = vocabulary_service.get_vocabulary(self.predictor)
+        values = {"classes": list(state.classes), "things": list(state.things)}
+        self._mirroring_vocabulary = True
+        try:
+            self.set_parameters([Parameter(name, Parameter.Type.STRING_ARRAY, value) for name, value in values.items() if name not in skip])
+        finally:
+            self._mirroring_vocabulary = False
 
     def _on_get_vocabulary(self, request, response):
-        response.classes, response.things, response.vocabulary_version = vocabulary_service.get_vocabulary(self.predictor)
+        state = vocabulary_service.get_vocabulary(self.predictor)
+        response.classes, response.things, response.vocabulary_version = state.classes, state.things, state.version
+        response.seen_in_training = state.seen
         return response
+
+    def _header(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(), frame_id=self._frame_id)
 
     def _publish_label_info(self) -> None:
         if self.label_info_pub is None:
             return
-        header = messages_header(self)
-        self.label_info_pub.publish(messages.label_info(self.factory, header, self.predictor.vocabulary.labels))
+        self.label_info_pub.publish(messages.label_info(self.factory, self._header(), self.predictor.vocabulary.labels))
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
@@ -186,42 +281,56 @@ class OvsegNode(Node):
         level, message, values = diagnostics.summarize(
             self.cameras, self.slots, self.pipeline.stats, input_rates, output_rates, self.predictor.vocabulary_version
         )
-        header = messages_header(self)
         self.diagnostics_pub.publish(
-            messages.diagnostic_array(self.factory, header, f"{self.get_name()}: segmentation", level, message, values, self.params.device)
+            messages.diagnostic_array(
+                self.factory, self._header(), f"{self.get_name()}: segmentation", level, message, values, str(self.predictor.device)
+            )
         )
 
     def destroy_node(self) -> None:
         self._running = False
         self.slots.close()
         if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+            self._worker.join(timeout=10.0)
         super().destroy_node()
 
 
-def messages_header(node: Node):
-    from std_msgs.msg import Header
-
-    return Header(stamp=node.get_clock().now().to_msg(), frame_id="")
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches both `ros2 launch` and the node, and launch forwards one more:
+    after the first, further SIGINTs must not interrupt the clean shutdown."""
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = None
+    node, executor, code = None, None, 0
     try:
-        node = OvsegNode()
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        try:
+            node = OvsegNode()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to start is reported the same way
+            rclpy.logging.get_logger("ovseg_node").fatal(f"cannot start: {exc}")
+            code = 1
+        else:
+            executor = MultiThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ParameterError, MissingWeightsError, FileNotFoundError, NotImplementedError, ValueError, ImportError) as exc:
-        rclpy.logging.get_logger("ovseg_node").fatal(f"cannot start: {exc}")
-        sys.exit(1)
+        _ignore_interrupts()
     finally:
+        _ignore_interrupts()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

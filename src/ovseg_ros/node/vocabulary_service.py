@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from ovseg_ros.vocabulary import VocabularyError
 
@@ -25,23 +25,30 @@ def set_vocabulary(predictor, classes: Sequence[str], things: Sequence[str]) -> 
     in flight finish with the vocabulary they started with.
     """
     try:
-        version = predictor.set_vocabulary(list(classes), list(things))
+        version = predictor.set_vocabulary(list(classes), list(things) if things else None)
     except VocabularyError as exc:
         return VocabularyReply(False, f"vocabulary refused: {exc}", predictor.vocabulary_version)
     except Exception as exc:  # an encoding failure must not take the node down
         log.exception("vocabulary update failed")
         return VocabularyReply(False, f"vocabulary update failed: {type(exc).__name__}: {exc}", predictor.vocabulary_version)
-    vocabulary = predictor.vocabulary
-    things_count = sum(vocabulary.is_thing)
-    return VocabularyReply(
-        True, f"vocabulary {version}: {vocabulary.num_classes} classes ({things_count} things)", version
-    )
+    return VocabularyReply(True, f"vocabulary {version}: {describe(predictor.vocabulary)}", version)
 
 
-def get_vocabulary(predictor) -> tuple[list[str], list[str], int]:
-    """(classes with synonyms, labels of the thing classes, version)."""
+def describe(vocabulary) -> str:
+    """'5 classes; things (inferred): person, car' - for replies and logs."""
+    things = ", ".join(vocabulary.thing_labels) or "none"
+    return f"{vocabulary.num_classes} classes; things{' (inferred)' if vocabulary.things_inferred else ''}: {things}"
+
+
+class ActiveVocabulary(NamedTuple):
+    classes: list[str]  # one entry per class, synonyms comma-separated
+    things: list[str]  # labels of the thing classes
+    version: int
+    seen: list[bool]  # per class: seen in training (the published decision)
+
+
+def get_vocabulary(predictor) -> ActiveVocabulary:
     vocabulary = predictor.vocabulary
     if vocabulary is None:
-        return [], [], 0
-    things = [label for label, thing in zip(vocabulary.labels, vocabulary.is_thing) if thing]
-    return vocabulary.as_strings(), things, predictor.vocabulary_version
+        return ActiveVocabulary([], [], 0, [])
+    return ActiveVocabulary(vocabulary.as_strings(), vocabulary.thing_labels, predictor.vocabulary_version, vocabulary.seen_in_training())

@@ -1,0 +1,49 @@
+"""A node that cannot start says why, exits non-zero, and `ros2 launch` exits non-zero
+too (so scripts and supervisors notice); the cheap checks come before the model is built."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from ros_graph import require_ros
+
+require_ros()
+
+from ros_graph import Launch  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def run_to_exit(args: list[str], log_path, timeout: float = 120.0) -> tuple[int, str, float]:
+    start = time.monotonic()
+    launch = Launch(["ovseg_ros", "ovseg.launch.py", *args], log_path)
+    try:
+        code = launch.process.wait(timeout)
+    finally:
+        launch.kill()
+    return code, launch.output, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["checkpoint:=/nonexistent/eov_seg_r50.pth"], "checkpoint not found: /nonexistent/eov_seg_r50.pth"),
+        ([], "parameter 'checkpoint' is empty"),
+        (["weights:=random", "classes:=person; person"], "appears in classes 0 and 1"),
+        (["weights:=random", "things:=forklift", "classes:=person; car"], "thing 'forklift' is not one of the classes"),
+    ],
+)
+def test_cannot_start_exits_non_zero(args, reason, tmp_path):
+    code, log, seconds = run_to_exit(args, tmp_path / "launch.log")
+    assert code != 0, log
+    assert "cannot start" in log and reason in log, log
+    assert "ovseg_node exited with code 1" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: device cuda would start")
+def test_cuda_requested_without_cuda(tmp_path):
+    code, log, _ = run_to_exit(["weights:=random", "device:=cuda"], tmp_path / "launch.log")
+    assert code != 0 and "CUDA is not available here" in log, log
