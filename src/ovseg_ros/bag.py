@@ -51,6 +51,30 @@ class BagReport:
     detections: bool = False
 
 
+def check_bag_inputs(bag_in: str | Path, bag_out: str | Path, topics: Sequence[str]) -> None:
+    """Everything about the bags that can be wrong, checked before a model is built:
+    the input exists and has the topics as images, the output does not exist yet."""
+    from rosbags.rosbag2 import Reader
+
+    bag_in, bag_out = Path(bag_in), Path(bag_out)
+    if not bag_in.exists():
+        raise FileNotFoundError(f"input bag not found: {bag_in}")
+    if bag_out.exists():
+        raise FileExistsError(f"output bag {bag_out} exists already")
+    try:
+        with Reader(bag_in) as reader:
+            available = {c.topic: c.msgtype for c in reader.connections}
+    except Exception as exc:  # noqa: BLE001 - rosbags raises its own errors for damaged or foreign folders
+        raise ValueError(f"cannot read {bag_in} as a rosbag2: {exc}") from exc
+    images = [t for t, msgtype in available.items() if msgtype in IMAGE_TYPES]
+    missing = [t for t in topics if t not in available]
+    if missing:
+        raise ValueError(f"topic(s) not in the bag: {', '.join(missing)}; image topics there: {', '.join(images) or 'none'}")
+    for topic in topics:
+        if available[topic] not in IMAGE_TYPES:
+            raise ValueError(f"{topic} carries {available[topic]}, not an image type")
+
+
 def process_bag(
     predictor: Predictor,
     bag_in: str | Path,
@@ -73,18 +97,10 @@ def process_bag(
     cameras = dict(zip(topics, camera_names(topics)))
     report = BagReport(detections=has_vision)
     bag_out = Path(bag_out)
-    if bag_out.exists():
-        raise FileExistsError(f"output bag {bag_out} exists already")
+    check_bag_inputs(bag_in, bag_out, topics)
 
     with Reader(bag_in) as reader:
         available = {c.topic: c for c in reader.connections}
-        missing = [t for t in topics if t not in available]
-        if missing:
-            raise ValueError(f"topic(s) not in the bag: {', '.join(missing)}; image topics there: "
-                             + ", ".join(c.topic for c in reader.connections if c.msgtype in IMAGE_TYPES))
-        for topic in topics:
-            if available[topic].msgtype not in IMAGE_TYPES:
-                raise ValueError(f"{topic} carries {available[topic].msgtype}, not an image type")
         wanted = [available[t] for t in topics]
 
         with Writer(bag_out, version=8) as writer:

@@ -79,7 +79,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = _read_pickle(path) if path.suffix == ".pkl" else _torch_load(path, mmap=False)
     else:
         raise CheckpointError(
-            f"not a checkpoint: {path} is neither a PyTorch file (zip) nor a pickle; it starts with {head!r}"
+            f"not an EOV-Seg checkpoint: {path} is neither a PyTorch file (zip) nor a pickle; it starts with {head!r}"
         )
     if isinstance(data, Mapping):
         for key in ("model", "state_dict"):
@@ -87,7 +87,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 data = data[key]
                 break
     if not isinstance(data, Mapping):
-        raise CheckpointError(f"not a checkpoint: {path} holds a {type(data).__name__}, not a state dict")
+        raise CheckpointError(f"not an EOV-Seg checkpoint: {path} holds a {type(data).__name__}, not a state dict")
     tensors = {}
     for name, value in data.items():
         if isinstance(value, np.ndarray):
@@ -95,7 +95,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor):
             tensors[str(name)] = value
     if not tensors:
-        raise CheckpointError(f"not a checkpoint: {path} holds no tensors")
+        raise CheckpointError(f"not an EOV-Seg checkpoint: {path} holds no tensors")
     return tensors
 
 
@@ -106,7 +106,7 @@ def _torch_load(path: Path, mmap: bool):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
             reason = "it holds Python objects other than tensors and plain containers (refused for safety)"
-        raise CheckpointError(f"not a readable checkpoint: {path}: {reason}") from exc
+        raise CheckpointError(f"not an EOV-Seg checkpoint: {path}: {reason}") from exc
 
 
 def _read_pickle(path: Path):
@@ -114,7 +114,7 @@ def _read_pickle(path: Path):
         with open(path, "rb") as f:
             return pickle.load(f, encoding="latin1")  # detectron2's converted-model format
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
-        raise CheckpointError(f"not a readable checkpoint: {path}: {exc}") from exc
+        raise CheckpointError(f"not an EOV-Seg checkpoint: {path}: {exc}") from exc
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -202,8 +202,12 @@ _EOV_SEG_STEMS = {
     ("cnn_backbone.clip_model.visual.conv1.weight", 32): "S",  # RN50
     ("cnn_backbone.clip_model.visual.conv1.weight", 40): "M",  # RN50x4
     ("cnn_backbone.clip_model.visual.trunk.stem.0.weight", 192): "L",  # ConvNeXt-L
+    ("cnn_backbone.clip_model.visual.conv1.weight", 8): "toy",  # the toy-width test model
 }
-VARIANT_NAMES = {"S": "EOV-Seg S (RN50 CLIP)", "M": "EOV-Seg M (RN50x4 CLIP)", "L": "EOV-Seg L (ConvNeXt-L CLIP)"}
+VARIANT_NAMES = {
+    "S": "EOV-Seg S (RN50 CLIP)", "M": "EOV-Seg M (RN50x4 CLIP)", "L": "EOV-Seg L (ConvNeXt-L CLIP)",
+    "toy": "the toy-width EOV-Seg (tests and synthetic runs)",
+}
 
 
 def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -1,4 +1,8 @@
-"""`ovseg` command line: segment images, process bags, export and build engines, benchmark."""
+"""`ovseg` command line: segment images, process bags, export and build engines, benchmark.
+
+Cheap checks come first (arguments, files, the checkpoint file, the vocabulary), so a
+mistake is reported in seconds, before any model is built.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,25 @@ import argparse
 import json
 import logging
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
-import cv2
-
-from ovseg_ros.config import InferenceConfig
-from ovseg_ros.vocabulary import DEFAULT_CLASSES, DEFAULT_THINGS
+from ovseg_ros.config import DEFAULT_CLASSES, DEFAULT_THINGS, InferenceConfig
 
 log = logging.getLogger("ovseg")
+
+EXIT_CODES = """exit codes:
+  0  everything worked
+  1  some inputs failed (unreadable images, undecodable frames); the others were processed
+  2  usage or input error (bad arguments, missing files, not a checkpoint, bad vocabulary),
+     reported before any model is built"""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class UsageError(ValueError):
+    """A command line that cannot work; exit code 2."""
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,35 +38,59 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", choices=["checkpoint", "random"], default="checkpoint",
         help="'random' runs with stand-in random weights (smoke tests and demos only: output is noise)",
     )
-    group.add_argument("--variant", default="S", help="S (RN50 CLIP, default), M (RN50x4) or L (ConvNeXt-L)")
-    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    group.add_argument(
+        "--variant", default=None,
+        help="S (RN50 CLIP), M (RN50x4) or L (ConvNeXt-L); default: the checkpoint's (S with stand-in weights)",
+    )
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
     group.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     group.add_argument("--engine", help="ONNX file from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)")
     group.add_argument("--fp16", action="store_true", help="half precision (torch on CUDA: autocast; tensorrt: fp16 engine)")
     group.add_argument("--cuda-graphs", action="store_true", help="torch on CUDA: replay the forward as a CUDA graph")
-    group.add_argument("--min-size", type=int, default=640, help="short side after resizing (0: keep size)")
-    group.add_argument("--max-size", type=int, default=2560, help="cap on the long side after resizing")
-    group.add_argument("--classes", default=DEFAULT_CLASSES, help='";" separates classes, "," synonyms of one class')
+    group.add_argument("--min-size", type=int, default=640, help="short side after resizing, 0 keeps the size (default: %(default)s)")
+    group.add_argument("--max-size", type=int, default=2560, help="cap on the long side after resizing (default: %(default)s)")
+    group.add_argument(
+        "--classes", default=DEFAULT_CLASSES,
+        help='the vocabulary: ";" separates classes, "," synonyms of one class (default: "%(default)s")',
+    )
     group.add_argument(
         "--things", default=None,
-        help="classes that are countable objects (same syntax); default: the classes with a COCO thing name "
-        f"(for the default vocabulary: {DEFAULT_THINGS})",
+        help="classes that are countable objects, same syntax; default: the classes with a COCO thing name "
+        f'(person, car, dog, ...; the default vocabulary\'s are "{DEFAULT_THINGS}")',
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary panoptic segmentation (EOV-Seg).")
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="ovseg", epilog=EXIT_CODES, formatter_class=formatter,
+        description="Open-vocabulary panoptic segmentation (EOV-Seg).\n\n"
+        f"default vocabulary (--classes): {DEFAULT_CLASSES}\n"
+        f"its things (--things): {DEFAULT_THINGS}; for other classes, those with a COCO thing name\n"
+        "`ovseg <command> --help` for each command's options",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment image files; writes COCO panoptic PNG + JSON and overlays")
-    seg.add_argument("images", nargs="+", type=Path)
-    seg.add_argument("--out", type=Path, default=Path("ovseg_out"), help="output folder")
+    seg = sub.add_parser(
+        "segment", help="segment image files; writes COCO panoptic PNG + JSON and overlays", epilog=EXIT_CODES,
+        formatter_class=formatter,
+        description="Segment image files. Per image: <name>_panoptic.png (COCO panoptic ids), <name>.json "
+        "(segments) and <name>_overlay.jpg; panoptic.json collects them with the categories.",
+    )
+    seg.add_argument(
+        "images", nargs="+", type=Path,
+        help="image files (JPEG, PNG, ...) or folders of them; unreadable ones are reported and skipped (exit code 1)",
+    )
+    seg.add_argument("--out", type=Path, default=Path("ovseg_out"), help="output folder (default: %(default)s)")
     seg.add_argument("--no-overlay", action="store_true", help="skip the colour overlay images")
     _add_model_arguments(seg)
     seg.set_defaults(run=run_segment)
 
-    bag = sub.add_parser("bag", help="run the node's pipeline over a rosbag2 and write its outputs to a new bag")
+    bag = sub.add_parser(
+        "bag", help="run the node's pipeline over a rosbag2 and write its outputs to a new bag", epilog=EXIT_CODES,
+        formatter_class=formatter,
+    )
     bag.add_argument("bag_in", type=Path, help="input rosbag2 folder (sqlite3 or mcap)")
     bag.add_argument("--topic", action="append", required=True, help="camera image topic (repeat for several)")
     bag.add_argument("--out", type=Path, required=True, help="output rosbag2 folder (must not exist)")
@@ -62,16 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(bag)
     bag.set_defaults(run=run_bag)
 
-    export = sub.add_parser("export", help="export the network to ONNX (opset 19) for onnxruntime / TensorRT")
+    export = sub.add_parser("export", help="export the network to ONNX (opset 19) for onnxruntime / TensorRT", epilog=EXIT_CODES,
+                            formatter_class=formatter)
     export.add_argument("--size", required=True, type=_size, help="network input HxW, multiples of 32 (e.g. 480x640)")
     export.add_argument("--batch", type=int, default=1, help="images per forward pass (cameras batched together)")
     export.add_argument("--out", type=Path, required=True, help="output .onnx file")
     export.add_argument("--checkpoint")
     export.add_argument("--weights", choices=["checkpoint", "random"], default="checkpoint")
-    export.add_argument("--variant", default="S")
+    export.add_argument("--variant", default=None, help="default: the checkpoint's")
     export.set_defaults(run=run_export)
 
-    build = sub.add_parser("build-engine", help="build (or reuse from the cache) a TensorRT engine from an exported ONNX")
+    build = sub.add_parser("build-engine", help="build (or reuse from the cache) a TensorRT engine from an exported ONNX",
+                           epilog=EXIT_CODES, formatter_class=formatter)
     build.add_argument("onnx", type=Path)
     build.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     build.add_argument("--min-rows", type=int, default=1, help="fewest text rows (classes x synonyms) the engine accepts")
@@ -83,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--device", default="cuda")
     build.set_defaults(run=run_build_engine)
 
-    bench = sub.add_parser("benchmark", help="latency per pipeline stage and end-to-end FPS (table + JSON)")
+    bench = sub.add_parser("benchmark", help="latency per pipeline stage and end-to-end FPS (table + JSON)", epilog=EXIT_CODES,
+                           formatter_class=formatter)
     bench.add_argument("--size", type=_size, default=(480, 640), help="camera image HxW (fed at this size)")
     bench.add_argument("--iterations", type=int, default=30)
     bench.add_argument("--warmup", type=int, default=3)
@@ -95,35 +137,70 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_predictor(args: argparse.Namespace):
+    """The predictor for the model arguments, its vocabulary active; every cheap check
+    (checkpoint file, vocabulary, device, engine file) before the model is built."""
     from ovseg_ros.predictor import Predictor
 
     if args.weights == "random" and args.checkpoint:
-        raise SystemExit("error: give either --checkpoint or --weights random, not both")
+        raise UsageError("give either --checkpoint or --weights random, not both")
+    if args.min_size < 0 or args.max_size < 32:
+        raise UsageError("--min-size must be >= 0 and --max-size >= 32")
     config = InferenceConfig(min_size=args.min_size, max_size=args.max_size)
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.variant, args.device, config, stand_in_weights=args.weights == "random",
         backend=args.backend, engine_file=args.engine, fp16=args.fp16, cuda_graphs=args.cuda_graphs,
+        classes=args.classes, things=args.things,
     )
-    predictor.set_vocabulary(args.classes, args.things)
+    print(f"vocabulary: {predictor.vocabulary.describe()}", file=sys.stderr)
     return predictor
 
 
-def run_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def image_paths(paths: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files; missing paths are an input error."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            files += found
+        else:
+            files.append(path)
+    return files
 
+
+def summary(name: str, segments, seconds: float) -> str:
+    """'street.jpg: 3 segments: car x2, road (1.8 s)'."""
+    counts = Counter(s.label for s in segments)
+    parts = ", ".join(f"{label} x{n}" if n > 1 else label for label, n in counts.most_common())
+    return f"{name}: {len(segments)} segment{'s' if len(segments) != 1 else ''}{': ' + parts if parts else ''} ({seconds:.1f} s)"
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    paths = image_paths(args.images)
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file, not a folder")
+    import cv2
+
+    from ovseg_ros.decode import read_image_file
+    from ovseg_ros.preprocess import ImageError
     from ovseg_ros.visualize import coco_panoptic_record, panoptic_to_rgb, render_overlay
 
     predictor = make_predictor(args)
     vocabulary = predictor.vocabulary
     args.out.mkdir(parents=True, exist_ok=True)
     annotations, failures = [], []
-    for path in tqdm(args.images, desc="segmenting", unit="image", disable=len(args.images) < 2, file=sys.stderr):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
+    for path in paths:
+        start = time.perf_counter()
+        try:
+            rgb = read_image_file(path)
+        except ImageError as exc:
             failures.append(path)
-            log.error("cannot read %s as an image; skipped", path)
+            print(f"error: {exc}; skipped", file=sys.stderr)
             continue
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         result = predictor(rgb)
         png_name = f"{path.stem}_panoptic.png"
         cv2.imwrite(str(args.out / png_name), cv2.cvtColor(panoptic_to_rgb(result.panoptic), cv2.COLOR_RGB2BGR))
@@ -135,8 +212,10 @@ def run_segment(args: argparse.Namespace) -> int:
         if not args.no_overlay:
             overlay = render_overlay(rgb, result.panoptic, result.segments, vocabulary.num_classes)
             cv2.imwrite(str(args.out / f"{path.stem}_overlay.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        print(summary(path.name, result.segments, time.perf_counter() - start))
+    seen = vocabulary.seen_in_training()
     categories = [
-        {"id": i, "name": label, "synonyms": list(syn), "isthing": int(thing)}
+        {"id": i, "name": label, "synonyms": list(syn), "isthing": int(thing), "seen_in_training": seen[i]}
         for i, (label, syn, thing) in enumerate(zip(vocabulary.labels, vocabulary.classes, vocabulary.is_thing))
     ]
     (args.out / "panoptic.json").write_text(json.dumps({"annotations": annotations, "categories": categories}, indent=1))
@@ -150,8 +229,9 @@ def run_segment(args: argparse.Namespace) -> int:
 def run_bag(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ovseg_ros.bag import process_bag
+    from ovseg_ros.bag import check_bag_inputs, process_bag
 
+    check_bag_inputs(args.bag_in, args.out, args.topic)
     predictor = make_predictor(args)
     with tqdm(desc="frames", unit="frame", file=sys.stderr) as bar:
         report = process_bag(
@@ -161,7 +241,7 @@ def run_bag(args: argparse.Namespace) -> int:
     print(f"{report.frames_out}/{report.frames_in} frames segmented ({report.dropped} dropped) -> {args.out}")
     for topic in report.topics_out:
         print(f"  {topic}")
-    return 0 if report.frames_out or not report.frames_in else 1
+    return 0 if report.dropped == 0 else 1
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -173,11 +253,13 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ovseg_ros.onnx_export import export_onnx
-    from ovseg_ros.predictor import build_model
+    from ovseg_ros.onnx_export import check_export_size, export_onnx
+    from ovseg_ros.predictor import build_model_from, read_weights
 
-    model = build_model(args.checkpoint, args.variant, stand_in_weights=args.weights == "random")
     height, width = args.size
+    check_export_size(height, width)
+    weights = read_weights(args.checkpoint, args.variant, stand_in_weights=args.weights == "random")
+    model = build_model_from(weights)
     path = export_onnx(model, args.out, height, width, batch=args.batch)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): images [{args.batch}, 3, {height}, {width}], text_embeddings [T, {model.config.clip.embed_dim}]")
     return 0
@@ -186,6 +268,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_build_engine(args: argparse.Namespace) -> int:
     from ovseg_ros.engine_tensorrt import DEFAULT_CACHE, BuildConfig, build_engine
 
+    if not args.onnx.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {args.onnx}")
     config = BuildConfig(
         precision=args.precision, min_text_rows=args.min_rows, opt_text_rows=args.opt_rows, max_text_rows=args.max_rows,
         workspace_gib=args.workspace_gib, cache_dir=args.cache_dir or DEFAULT_CACHE, force_rebuild=args.force_rebuild,
@@ -201,14 +285,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ovseg_ros.predictor import MissingWeightsError
-    from ovseg_ros.vocabulary import VocabularyError
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (MissingWeightsError, VocabularyError, FileNotFoundError, FileExistsError, NotImplementedError, ValueError, ImportError) as exc:
+    # usage and input errors: no checkpoint (MissingWeightsError), not a checkpoint (CheckpointError),
+    # bad vocabulary (VocabularyError) are ValueErrors; a missing backend library is an ImportError
+    except (FileNotFoundError, FileExistsError, NotImplementedError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 
+# A warehouse robot's vocabulary, used when none is given, with its things.
+DEFAULT_CLASSES = "person; forklift; pallet; box, cardboard box; shelf, rack; floor; wall; ceiling"
+DEFAULT_THINGS = "person; forklift; pallet; box"
+
+
 @dataclass(frozen=True)
 class CLIPConfig:
     """A CLIP (image tower + text tower): OpenAI's ResNets, or a LAION ConvNeXt (timm)."""
@@ -97,4 +102,4 @@ def variant_config(name: str) -> EOVSegConfig:
     return VARIANTS[key]
 
 
-__all__ = ["CLIPConfig", "EOVSegConfig", "InferenceConfig", "VARIANTS", "variant_config", "replace"]
+__all__ = ["DEFAULT_CLASSES", "DEFAULT_THINGS", "CLIPConfig", "EOVSegConfig", "InferenceConfig", "VARIANTS", "variant_config", "replace"]

@@ -79,11 +79,14 @@ def _deform_conv_symbolic(g, input, weight, offset, mask, bias, stride_h, stride
     )
 
 
-def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch: int = 1, num_text_rows: int = 8) -> Path:
-    """Write `path` (.onnx). height and width must be multiples of 32."""
-    divisor = model.config.size_divisibility
+def check_export_size(height: int, width: int, divisor: int = 32) -> None:
     if height % divisor or width % divisor or height <= 0 or width <= 0:
         raise ValueError(f"export size {height}x{width} must be positive multiples of {divisor}")
+
+
+def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch: int = 1, num_text_rows: int = 8) -> Path:
+    """Write `path` (.onnx). height and width must be multiples of 32."""
+    check_export_size(height, width, model.config.size_divisibility)
     import onnx
 
     path = Path(path)

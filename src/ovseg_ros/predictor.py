@@ -26,7 +26,7 @@ from ovseg_ros.modeling import EOVSeg
 from ovseg_ros.modeling.eov_seg import append_void
 from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
 from ovseg_ros.preprocess import Batch, preprocess
-from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, VocabularyError
+from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, VocabularyError, check_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ STAND_IN_BANNER = (
 )
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(ValueError):
     """Raised when no checkpoint is given and stand-in weights were not asked for."""
 
 
@@ -112,16 +112,29 @@ class Predictor:
         engine_file: str | None = None,
         fp16: bool = False,
         cuda_graphs: bool = False,
+        classes: str | Sequence[str] | None = None,
+        things=None,
     ) -> "Predictor":
         """Build the model and load a checkpoint. Without one, refuse unless
         `stand_in_weights` is set, in which case weights are random and a banner says so.
         Compiled backends run `engine_file`; the model's text tower encodes vocabularies.
-        The device and the checkpoint are checked before the model is built."""
+        With `classes` (and `things`) that vocabulary is activated.
+
+        Every cheap check comes before the model is built (seconds, not a model load):
+        the device, the engine file, the checkpoint file and its variant, the vocabulary."""
         if backend == "torch":
             resolve_device(device)
-        model = build_model(checkpoint, variant, stand_in_weights)
+        if engine_file and not Path(engine_file).is_file():
+            raise FileNotFoundError(f"engine file not found: {engine_file}")
+        weights = read_weights(checkpoint, variant, stand_in_weights)
+        if classes is not None:
+            check_vocabulary(classes, things)
+        model = build_model_from(weights)
         engine = create_engine(backend, model, device, engine_file, fp16=fp16, cuda_graphs=cuda_graphs)
-        return cls(engine, TextEmbedder(model.text_encoder.to(engine.device)), config, model.config)
+        predictor = cls(engine, TextEmbedder(model.text_encoder.to(engine.device)), config, model.config)
+        if classes is not None:
+            predictor.set_vocabulary(classes, things)
+        return predictor
 
     @property
     def vocabulary(self) -> Vocabulary | None:
@@ -246,29 +259,46 @@ class Predictor:
         )
 
 
-def build_model(checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False) -> EOVSeg:
-    """The model with a checkpoint's weights (its variant taken from the checkpoint, or
-    checked against `variant`), or stand-in random weights when asked for. The file is
-    read and checked before the model is built: a wrong path or file fails in a second."""
+@dataclass
+class Weights:
+    """A checkpoint's tensors (None: stand-in random weights) and the variant they fit."""
+
+    state_dict: dict[str, torch.Tensor] | None
+    variant: str
+    source: str
+
+
+def read_weights(checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False) -> Weights:
+    """Read and check a checkpoint file without building anything (a wrong path or file
+    fails in a second); its variant is taken from its keys or checked against `variant`."""
     if checkpoint and stand_in_weights:
         raise ValueError("give either a checkpoint or stand-in weights (--weights random), not both")
     if checkpoint:
         state_dict = read_state_dict(checkpoint)
-        variant = check_variant(state_dict, variant)
-    elif not stand_in_weights:
+        return Weights(state_dict, check_variant(state_dict, variant), str(checkpoint))
+    if not stand_in_weights:
         raise MissingWeightsError(
             "no checkpoint given. Download an EOV-Seg checkpoint (see README: 'Weights') and pass its path, "
             "or ask for stand-in random weights explicitly (--weights random / weights:=random) "
             "for a smoke test; their output is meaningless."
         )
-    model = EOVSeg(variant_config(variant or "S")).eval()
-    if checkpoint:
-        skipped = load_state_dict(model, state_dict)
-        log.info("loaded %s (%d unused keys skipped)", checkpoint, len(skipped))
+    return Weights(None, variant_config(variant or "S").variant, "stand-in random weights")
+
+
+def build_model_from(weights: Weights) -> EOVSeg:
+    model = EOVSeg(variant_config(weights.variant)).eval()
+    if weights.state_dict is not None:
+        skipped = load_state_dict(model, weights.state_dict)
+        log.info("loaded %s (%d unused keys skipped)", weights.source, len(skipped))
     else:
         log.warning(STAND_IN_BANNER)
         _randomize(model)
     return model
+
+
+def build_model(checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False) -> EOVSeg:
+    """The model with a checkpoint's weights, or stand-in random weights when asked for."""
+    return build_model_from(read_weights(checkpoint, variant, stand_in_weights))
 
 
 def _randomize(model: EOVSeg) -> None:

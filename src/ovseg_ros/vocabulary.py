@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ovseg_ros.coco_classes import coco_thing_names, coco_training_names
+from ovseg_ros.config import DEFAULT_CLASSES, DEFAULT_THINGS
 
 VILD_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
@@ -48,9 +49,6 @@ VILD_TEMPLATES: tuple[str, ...] = (
 
 MAX_CLASSES = 1024
 
-# A warehouse robot's vocabulary, used when none is given.
-DEFAULT_CLASSES = "person; forklift; pallet; box, cardboard box; shelf, rack; floor; wall; ceiling"
-DEFAULT_THINGS = "person; forklift; pallet; box"
 
 
 class VocabularyError(ValueError):
@@ -86,6 +84,11 @@ class Vocabulary:
         """Whether any synonym of a class is a COCO panoptic training name."""
         training = coco_training_names()
         return [any(name in training for name in synonyms) for synonyms in self.classes]
+
+    def describe(self) -> str:
+        """'3 classes; things (inferred): person, car' - for replies and logs."""
+        things = ", ".join(self.thing_labels) or "none"
+        return f"{self.num_classes} classes; things{' (inferred)' if self.things_inferred else ''}: {things}"
 
     def as_strings(self) -> list[str]:
         return [", ".join(synonyms) for synonyms in self.classes]

@@ -3,12 +3,22 @@ lateral connections, summed into one stride-4 map with coordinate channels."""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import deform_conv2d
+
+
+@functools.cache
+def _deform_conv2d():
+    """torchvision's op, imported when a model is built rather than with this module:
+    torchvision takes seconds to import, and the CLI's input checks come before that
+    (the import must not happen inside a traced forward either)."""
+    from torchvision.ops import deform_conv2d
+
+    return deform_conv2d
 
 
 class ModulatedDeformConv(nn.Module):
@@ -16,6 +26,7 @@ class ModulatedDeformConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1) -> None:
         super().__init__()
+        _deform_conv2d()
         self.padding = padding
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
@@ -25,7 +36,7 @@ class ModulatedDeformConv(nn.Module):
         offsets lose precision in half): casts are no-ops for fp32 inputs and exports."""
         dtype = x.dtype
         with torch.autocast(device_type=x.device.type, enabled=False):
-            out = deform_conv2d(x.float(), offset.float(), self.weight.float(), padding=self.padding, mask=modulation.float())
+            out = _deform_conv2d()(x.float(), offset.float(), self.weight.float(), padding=self.padding, mask=modulation.float())
         return out.to(dtype)
 
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ovseg_ros.vocabulary import DEFAULT_CLASSES
+from ovseg_ros.config import DEFAULT_CLASSES
 
 
 class ParameterError(ValueError):

@@ -35,7 +35,6 @@ from ovseg_ros.node.params import PARAMETERS, NodeParameters, QosSpec
 from ovseg_ros.node.pipeline import FramePipeline
 from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor
-from ovseg_ros.vocabulary import check_vocabulary
 
 try:
     from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -95,15 +94,15 @@ class OvsegNode(Node):
             overlap_threshold=p.overlap_threshold,
             semantic_threshold=p.semantic_threshold,
         )
-        # The vocabulary is checked before the model is built: a typo costs seconds, not a model load.
-        check_vocabulary(list(p.classes), p.things)
+        # device, checkpoint and vocabulary are checked before the model is built
         self.predictor = Predictor.from_checkpoint(
-            p.checkpoint or None, None if p.variant == "auto" else p.variant, p.device, config, stand_in_weights=p.weights == "random",
+            p.checkpoint or None, None if p.variant == "auto" else p.variant, p.device, config,
+            stand_in_weights=p.weights == "random",
             backend=p.backend, engine_file=p.engine_file or None, fp16=p.fp16, cuda_graphs=p.cuda_graphs,
+            classes=list(p.classes), things=p.things,
         )
         if p.device == "auto" and self.predictor.device.type == "cpu" and p.backend == "torch":
             log.warning("device auto: no CUDA device found, running on the CPU (expect seconds per frame)")
-        self.predictor.set_vocabulary(list(p.classes), p.things)
         self._mirroring_vocabulary = False  # set while the node itself writes classes/things
         self._mirror_vocabulary_parameters()
 

@@ -31,13 +31,7 @@ def set_vocabulary(predictor, classes: Sequence[str], things: Sequence[str]) -> 
     except Exception as exc:  # an encoding failure must not take the node down
         log.exception("vocabulary update failed")
         return VocabularyReply(False, f"vocabulary update failed: {type(exc).__name__}: {exc}", predictor.vocabulary_version)
-    return VocabularyReply(True, f"vocabulary {version}: {describe(predictor.vocabulary)}", version)
-
-
-def describe(vocabulary) -> str:
-    """'5 classes; things (inferred): person, car' - for replies and logs."""
-    things = ", ".join(vocabulary.thing_labels) or "none"
-    return f"{vocabulary.num_classes} classes; things{' (inferred)' if vocabulary.things_inferred else ''}: {things}"
+    return VocabularyReply(True, f"vocabulary {version}: {predictor.vocabulary.describe()}", version)
 
 
 class ActiveVocabulary(NamedTuple):

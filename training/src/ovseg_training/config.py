@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 
 @dataclass
@@ -62,10 +64,36 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """Raises ValueError naming any field the config does not have."""
         values = dict(values)
-        data = DataConfig(**values.pop("data", {}))
-        loss = LossConfig(**values.pop("loss", {}))
-        optim = values.pop("optim", {})
-        if "steps" in optim:
-            optim["steps"] = tuple(optim["steps"])
-        return cls(data=data, loss=loss, optim=OptimConfig(**optim), **values)
+        sections = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig}
+        parts = {}
+        for name, section in sections.items():
+            given = dict(values.pop(name, {}) or {})
+            _check_fields(section, given, f"{name}.")
+            if name == "optim" and "steps" in given:
+                given["steps"] = tuple(given["steps"])
+            parts[name] = section(**given)
+        _check_fields(cls, values, "")
+        return cls(**parts, **values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """A JSON config file; FileNotFoundError or ValueError saying what is wrong."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path} (examples: training/configs/*.json)")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object with TrainConfig fields")
+        return cls.from_dict(values)
+
+
+def _check_fields(section, given: dict, prefix: str) -> None:
+    known = {f.name for f in fields(section)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(prefix + u for u in unknown)}; known: {', '.join(sorted(known))}")

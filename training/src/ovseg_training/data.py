@@ -31,7 +31,16 @@ class PanopticDataset(Dataset):
     index), is_crowd [N]. Images without annotated segments are left out."""
 
     def __init__(self, annotations: str | Path, images: str | Path, panoptic_masks: str | Path, transform=None) -> None:
-        spec = json.loads(Path(annotations).read_text())
+        for path, what in ((annotations, "annotations"), (images, "images folder"), (panoptic_masks, "panoptic masks folder")):
+            if not Path(path).exists():
+                raise FileNotFoundError(
+                    f"dataset {what} not found: {path} (see training/README.md for the COCO panoptic layout, "
+                    "or write a small synthetic set with ovseg-synthetic)"
+                )
+        try:
+            spec = json.loads(Path(annotations).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{annotations} is not a COCO panoptic JSON: {exc}") from exc
         self.categories = [Category(c["id"], c["name"], bool(c.get("isthing", 0))) for c in spec["categories"]]
         self.contiguous = {c.id: i for i, c in enumerate(self.categories)}
         files = {image["id"]: image["file_name"] for image in spec["images"]}

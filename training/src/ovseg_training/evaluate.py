@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,16 +137,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="PQ / mIoU of a checkpoint on a COCO-panoptic-format split.")
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--variant", default="S")
+    parser.add_argument("--variant", default=None, help="default: the checkpoint's")
     parser.add_argument("--annotations", required=True, help="panoptic_val2017.json")
     parser.add_argument("--images", required=True)
     parser.add_argument("--panoptic-masks", required=True)
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    dataset = PanopticDataset(args.annotations, args.images, args.panoptic_masks)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.variant, args.device, InferenceConfig())
+    try:  # dataset and checkpoint are checked before the model is built
+        dataset = PanopticDataset(args.annotations, args.images, args.panoptic_masks)
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.variant, args.device, InferenceConfig())
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result = evaluate(predictor, dataset, args.limit, progress=True)
     print(json.dumps(result, indent=1))
     if args.json:

@@ -13,10 +13,10 @@ model, optimiser, scheduler, data order and RNG states.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import random
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,9 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, help="stop after this many more iterations")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = TrainConfig.from_dict(json.loads(args.config.read_text())) if args.config else TrainConfig()
-    d = config.data
-    dataset = PanopticDataset(Path(d.root) / d.annotations, Path(d.root) / d.images, Path(d.root) / d.panoptic_masks)
+    try:  # everything that can be wrong with the inputs, before a model is built
+        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        d = config.data
+        dataset = PanopticDataset(Path(d.root) / d.annotations, Path(d.root) / d.images, Path(d.root) / d.panoptic_masks)
+        for path, what in ((config.init_checkpoint, "init_checkpoint"), (config.clip_resnet, "clip_resnet"), (config.clip_vit, "clip_vit")):
+            if path and not Path(path).is_file():
+                raise FileNotFoundError(f"{what} not found: {path}")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     trainer = Trainer(config, dataset)
     last = Path(config.output_dir) / "last_checkpoint"
     if args.resume and last.exists():
