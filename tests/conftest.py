@@ -1,57 +1,34 @@
-"""Shared fixtures: the parity folder and a model holding the deterministic stand-in
-weights of ../shared/parity/weights.py, loaded through the user-facing checkpoint loader."""
+"""Shared fixtures: the parity fixture folders and models holding the deterministic
+stand-in weights of ../shared/parity/weights.py, loaded through the user-facing
+checkpoint loader."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PARITY_DIR = REPO.parent / "shared" / "parity" / "eovseg_r50"
-
-
-def parity_dir() -> Path:
-    return Path(os.environ.get("OVSEG_PARITY_DIR", DEFAULT_PARITY_DIR))
-
-
-def _load_weights_module(folder: Path):
-    candidates = [folder / "weights.py", folder.parent / "weights.py"]
-    for path in candidates:
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("parity_weights", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise FileNotFoundError(f"weights.py not found next to {folder}")
+from support import DEFAULT_PARITY_ROOT, REPO, check_parity_folder, load_cases, parity_folders, write_stand_in_checkpoint  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def parity_folder() -> Path:
-    folder = parity_dir()
-    if not (folder / "cases.json").is_file():
-        pytest.fail(f"parity fixtures missing: {folder}/cases.json (set OVSEG_PARITY_DIR)")
+    """The EOV-Seg S fixtures, which the other tests (ONNX, checkpoints, GPU) build on."""
+    selected = [f for f in parity_folders() if f.name == "eovseg_r50"]
+    folder = selected[0] if selected else DEFAULT_PARITY_ROOT / "eovseg_r50"
+    check_parity_folder(folder)
     return folder
 
 
 @pytest.fixture(scope="session")
 def parity_cases(parity_folder) -> list[dict]:
-    return json.loads((parity_folder / "cases.json").read_text())
+    return load_cases(parity_folder)
 
 
 @pytest.fixture(scope="session")
 def stand_in_checkpoint(parity_folder, tmp_path_factory) -> Path:
-    """A detectron2-format file ({"model": state_dict}) of the stand-in weights."""
-    module = _load_weights_module(parity_folder)
-    spec_file = next(parity_folder.glob("*_state_dict_spec.json"))
-    spec = json.loads(spec_file.read_text())["tensors"]
-    path = tmp_path_factory.mktemp("ckpt") / "eovseg_r50_stand_in.pth"
-    torch.save({"model": module.make_state_dict(spec), "iteration": 0}, path)
-    return path
+    return write_stand_in_checkpoint(parity_folder, tmp_path_factory.mktemp("ckpt") / "eovseg_r50_stand_in.pth")
 
 
 @pytest.fixture(scope="session")
