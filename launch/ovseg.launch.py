@@ -24,7 +24,8 @@ from ovseg_ros.node.cameras import camera_names, input_names, sibling_topic
 
 ARGUMENTS = {
     "camera_topics": ("", "comma-separated camera image topics (default: the node's 'image' input, unremapped)"),
-    "checkpoint": ("", "EOV-Seg checkpoint file"),
+    "checkpoint": ("", "EOV-Seg or FC-CLIP checkpoint file"),
+    "model": ("", "eov_seg (fast) or fc_clip (accurate); default: the checkpoint's"),
     "weights": ("", "'random' for stand-in random weights (smoke tests only)"),
     "classes": ("", "vocabulary: ';' between classes, ',' between synonyms"),
     "things": ("", "classes that are things, same syntax (default: inferred from COCO thing names)"),
@@ -73,7 +74,7 @@ def _setup(context):
         overrides["classes"] = _split(value["classes"], ";")
     if value["things"]:
         overrides["things"] = _split(value["things"], ";")
-    for name in ("checkpoint", "weights", "device"):
+    for name in ("checkpoint", "model", "weights", "device"):
         if value[name]:
             overrides[name] = value[name]
     if value["compressed"]:

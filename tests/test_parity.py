@@ -1,8 +1,9 @@
-"""The acceptance test: our EOV-Seg reproduces the published code on every case of every
-EOV-Seg fixture folder under $OVSEG_PARITY_DIR (default ../shared/parity: eovseg_r50 = S,
-eovseg_r50x4 = M, eovseg_convnext_l = L), within the tolerances of its README, with the
-stand-in weights loaded through the user-facing checkpoint loader. Fails (never skips)
-when a folder or file is missing.
+"""The acceptance test: our EOV-Seg and FC-CLIP reproduce the published code on every
+case of every fixture folder under $OVSEG_PARITY_DIR (default ../shared/parity:
+eovseg_r50 = EOV-Seg S, eovseg_r50x4 = M, eovseg_convnext_l = L, fcclip_r50 = FC-CLIP R50,
+fcclip_convnext_l = FC-CLIP L), within the tolerances of its README, with the stand-in
+weights loaded through the user-facing checkpoint loader (model and variant read from
+the file). Fails (never skips) when a folder or file is missing.
 
 Set OVSEG_PARITY_REPORT=<file> to get the measured differences as JSON lines.
 """
@@ -30,7 +31,7 @@ TOL_MASK = 5e-3
 TOL_MASK_MEAN = 1e-4
 TOL_SEM = 2e-3
 
-FOLDERS = [f for f in parity_folders() if not f.name.startswith("fcclip_")]
+FOLDERS = parity_folders()
 
 
 def report(folder, case, array, max_diff, mean_diff=None, tolerance=None):
@@ -56,9 +57,9 @@ def run(request, tmp_path_factory):
     family, variant = check_parity_folder(folder)
     cases = load_cases(folder)
     checkpoint = write_stand_in_checkpoint(folder, tmp_path_factory.mktemp(folder.name) / "stand_in.pth")
-    model = build_model(checkpoint)  # variant from the checkpoint's keys
+    model = build_model(checkpoint)  # model and variant from the checkpoint's keys
     checkpoint.unlink()  # up to 2 GB: gone once loaded
-    assert model.config.variant == variant, f"{folder.name} loaded as variant {model.config.variant}, expected {variant}"
+    assert (model.family, model.config.variant) == (family, variant), f"{folder.name} loaded as {model.family} {model.config.variant}"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,7 +94,8 @@ def run(request, tmp_path_factory):
                 data=data, case=case, text=text, batch=batch, out=out, stage_logits=stage_logits,
                 sem_seg=sem_seg, fused=fused, vocabulary=vocabulary,
             )
-        yield dict(folder=folder, cases=cases, model=model, results=results)
+        prefix = "stage" if family == "eov_seg" else "layer"  # EOV-Seg: 3 stages; FC-CLIP: learnt queries + 9 layers
+        yield dict(folder=folder, family=family, cases=cases, model=model, results=results, prefix=prefix)
     finally:
         torch.set_num_threads(before)
 
@@ -132,27 +134,61 @@ def test_fingerprints(run):
             report(run["folder"], name, key, diff, tolerance=1e-3 * scale)
             assert diff <= 1e-3 * scale, f"{name}/{module} differs by {diff}"
             checked += 1
-    assert checked >= 7 * len(run["results"]), "fingerprints missing from the fixtures"
+    assert checked >= (7 if run["family"] == "eov_seg" else 10) * len(run["results"]), "fingerprints missing from the fixtures"
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2])
-def test_stage_class_logits(run, stage):
+def predictions(run) -> list[int]:
+    first = next(iter(run["results"].values()))
+    count = len(first["out"].mask_logits)
+    assert count == (3 if run["family"] == "eov_seg" else 10)
+    assert all(f"{run['prefix']}{i}_cls_logits" in first["data"] for i in range(count))
+    return list(range(count))
+
+
+def test_class_logits_of_every_prediction(run):
+    for i in predictions(run):
+        for name, r in run["results"].items():
+            key = f"{run['prefix']}{i}_cls_logits"
+            diff = max_diff(r["stage_logits"][i], r["data"][key])
+            mean = float(np.abs(r["stage_logits"][i].numpy().astype(np.float64) - r["data"][key]).mean())
+            report(run["folder"], name, key, diff, mean, TOL_CLS)
+            assert diff <= TOL_CLS, f"{name} {key}: class logits differ by {diff}"
+
+
+def test_mask_logits_of_every_prediction(run):
+    for i in predictions(run):
+        for name, r in run["results"].items():
+            key = f"{run['prefix']}{i}_mask_logits"
+            ours = r["out"].mask_logits[i][0].numpy()
+            ref = r["data"][key]
+            diff = max_diff(ours, ref)
+            mean = float(np.abs(ours.astype(np.float64) - ref).mean())
+            report(run["folder"], name, key, diff, mean, TOL_MASK)
+            assert diff <= TOL_MASK, f"{name} {key}: mask logits differ by {diff}"
+            assert mean <= TOL_MASK_MEAN, f"{name} {key}: mean mask difference {mean}"
+
+
+def test_out_of_vocabulary_branch(run):
+    """FC-CLIP's fixtures record CLIP's view of each final mask and its logits (EOV-Seg's
+    only through sem_seg, checked below)."""
+    model = run["model"]
+    if run["family"] != "fc_clip":
+        assert all("out_vocab_pooled" not in r["data"] for r in run["results"].values())
+        return
     for name, r in run["results"].items():
-        diff = max_diff(r["stage_logits"][stage], r["data"][f"stage{stage}_cls_logits"])
-        report(run["folder"], name, f"stage{stage}_cls_logits", diff, tolerance=TOL_CLS)
-        assert diff <= TOL_CLS, f"{name} stage {stage}: class logits differ by {diff}"
-
-
-@pytest.mark.parametrize("stage", [0, 1, 2])
-def test_stage_mask_logits(run, stage):
-    for name, r in run["results"].items():
-        ours = r["out"].mask_logits[stage][0].numpy()
-        ref = r["data"][f"stage{stage}_mask_logits"]
-        diff = max_diff(ours, ref)
-        mean = float(np.abs(ours.astype(np.float64) - ref).mean())
-        report(run["folder"], name, f"stage{stage}_mask_logits", diff, mean, TOL_MASK)
-        assert diff <= TOL_MASK, f"{name} stage {stage}: mask logits differ by {diff}"
-        assert mean <= TOL_MASK_MEAN, f"{name} stage {stage}: mean mask difference {mean}"
+        pooled = r["out"].clip_embeddings[0]
+        diff = max_diff(pooled, r["data"]["out_vocab_pooled"])
+        report(run["folder"], name, "out_vocab_pooled", diff, tolerance=TOL_CLS)
+        assert diff <= TOL_CLS, f"{name}: out_vocab_pooled differs by {diff}"
+        vocabulary = r["vocabulary"]
+        _, class_index = TextEmbedder(model.text_encoder).classifier(vocabulary)
+        with torch.inference_mode():
+            text_with_void = model.text_with_void(torch.from_numpy(r["data"]["text_classifier"]))
+        with torch.inference_mode():
+            logits = class_logits(r["out"].clip_embeddings, text_with_void, model.clip_logit_scale, class_index, vocabulary.num_classes)[0]
+        diff = max_diff(logits, r["data"]["out_vocab_cls_logits"])
+        report(run["folder"], name, "out_vocab_cls_logits", diff, tolerance=TOL_CLS)
+        assert diff <= TOL_CLS, f"{name}: out_vocab_cls_logits differ by {diff}"
 
 
 def test_sem_seg(run):

@@ -41,7 +41,8 @@ def _ros_available() -> bool:
 
 
 EXPECTATIONS = (
-    Expect(r"^bash tools/demo\.sh", output=r"street\.jpg: \d+ segments?: ", files=("demo_out/street_overlay.jpg", "demo_out/panoptic.json")),
+    Expect(r"^bash tools/demo\.sh$", output=r"street\.jpg: \d+ segments?: ", files=("demo_out/street_overlay.jpg", "demo_out/panoptic.json")),
+    Expect(r"^bash tools/demo\.sh --model fc_clip --variant R50$", output=r"street\.jpg: \d+ segments?", files=("demo_out/street.json",)),
     Expect(r"^bash tools/test\.sh", not_run="the test command itself (this test is part of it; CI runs it)"),
     Expect(r"^OVSEG_CHECKPOINT=/path/to/eov_seg_r50\.pth bash tools/demo\.sh", code=2, output="checkpoint not found: /path/to/eov_seg_r50.pth"),
     Expect(r"^source \.venv/bin/activate$", output=""),

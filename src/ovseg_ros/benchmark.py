@@ -81,6 +81,7 @@ def run(args) -> int:
     rows = {stage: percentiles(values) for stage, values in per_stage.items()}
     rows["end_to_end"] = percentiles(end_to_end)
     result = {
+        "model": f"{predictor.model_config.family} {predictor.model_config.variant}",
         "backend": args.backend,
         "device": args.device,
         "precision": "fp16" if args.fp16 else "fp32",
@@ -93,7 +94,7 @@ def run(args) -> int:
         "stages": rows,
         "machine": machine_info(args.device),
     }
-    print(f"ovseg benchmark: backend {result['backend']} on {result['device']} ({result['precision']}"
+    print(f"ovseg benchmark: {result['model']}, backend {result['backend']} on {result['device']} ({result['precision']}"
           f"{', CUDA graphs' if result['cuda_graphs'] else ''}), {result['input']}, {result['classes']} classes, "
           f"{args.iterations} iterations")
     print("machine: " + ", ".join(f"{k} {v}" for k, v in result["machine"].items()))

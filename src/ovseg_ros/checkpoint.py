@@ -1,9 +1,11 @@
-"""Loading and saving weights under the official EOV-Seg (detectron2) key names.
+"""Loading and saving weights under the official (detectron2) key names of EOV-Seg and
+FC-CLIP.
 
-Official checkpoints hold more than inference uses: both CLIP text towers' siblings, ViT
-blocks 1..11, the training criterion's buffer. Those are skipped by name. Anything else
-that does not fit (a missing key, an unknown key, a shape mismatch) is refused with the
-key and both shapes, so a wrong variant or a truncated file never half-loads.
+Official checkpoints hold more than inference uses: EOV-Seg's ViT CLIP text tower and
+ViT blocks 1..11, the training criterion's buffer. Those are skipped by name. Anything
+else that does not fit (a missing key, an unknown key, a shape mismatch) is refused with
+the key and both shapes, so a wrong variant or a truncated file never half-loads. Which
+model and variant a checkpoint holds is read from its keys.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pickle
 import re
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,48 +22,75 @@ import numpy as np
 import torch
 from torch import nn
 
-# (official prefix, our prefix), most specific first.
-_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("cnn_backbone.clip_model.visual.", "image_encoder."),
-    ("cnn_backbone.clip_model.logit_scale", "clip_logit_scale"),
-    ("cnn_backbone.clip_model.", "text_encoder."),
-    ("vit_backbone.clip_model.visual.transformer.resblocks.0.", "vit_stem.block."),
-    ("vit_backbone.clip_model.visual.", "vit_stem."),
-    ("lite_aggr.loc_conv.", "neck.loc_conv."),
-    ("lite_aggr.deconv.", "neck."),
-    ("light_weight_decoder.", "decoder."),
-    ("void_embedding.weight", "void_embedding"),
-)
-_REVERSE = sorted(((ours, official) for official, ours in _PREFIXES), key=lambda pair: -len(pair[0]))
 
-# Official keys that inference does not use, skipped knowingly.
-_UNUSED = re.compile(
-    r"^(vit_backbone\.clip_model\.(?!visual\.)"  # the ViT CLIP's text tower
-    r"|vit_backbone\.clip_model\.visual\.transformer\.resblocks\.([1-9]|\d\d+)\."  # ViT blocks 1..
-    r"|vit_backbone\.clip_model\.visual\.(ln_post|proj)\b"
-    r"|light_weight_decoder\.criterion\.)"
-)
+@dataclass(frozen=True)
+class KeyMap:
+    """One model's official key names: (official prefix, our prefix) pairs, most specific
+    first, and the official keys inference does not use."""
+
+    prefixes: tuple[tuple[str, str], ...]
+    unused: re.Pattern
+
+    def to_ours(self, name: str) -> str | None:
+        if self.unused.match(name):
+            return None
+        for official, ours in self.prefixes:
+            if name.startswith(official):
+                return ours + name[len(official) :]
+        return name
+
+    def to_official(self, name: str) -> str:
+        for ours, official in sorted(((o, f) for f, o in self.prefixes), key=lambda pair: -len(pair[0])):
+            if name.startswith(ours):
+                return official + name[len(ours) :]
+        return name
+
+
+KEY_MAPS = {
+    "eov_seg": KeyMap(
+        (
+            ("cnn_backbone.clip_model.visual.", "image_encoder."),
+            ("cnn_backbone.clip_model.logit_scale", "clip_logit_scale"),
+            ("cnn_backbone.clip_model.", "text_encoder."),
+            ("vit_backbone.clip_model.visual.transformer.resblocks.0.", "vit_stem.block."),
+            ("vit_backbone.clip_model.visual.", "vit_stem."),
+            ("lite_aggr.loc_conv.", "neck.loc_conv."),
+            ("lite_aggr.deconv.", "neck."),
+            ("light_weight_decoder.", "decoder."),
+            ("void_embedding.weight", "void_embedding"),
+        ),
+        re.compile(
+            r"^(vit_backbone\.clip_model\.(?!visual\.)"  # the ViT CLIP's text tower
+            r"|vit_backbone\.clip_model\.visual\.transformer\.resblocks\.([1-9]|\d\d+)\."  # ViT blocks 1..
+            r"|vit_backbone\.clip_model\.visual\.(ln_post|proj)\b"
+            r"|light_weight_decoder\.criterion\.)"
+        ),
+    ),
+    "fc_clip": KeyMap(
+        (
+            ("backbone.clip_model.visual.", "image_encoder."),
+            ("backbone.clip_model.logit_scale", "clip_logit_scale"),
+            ("backbone.clip_model.", "text_encoder."),
+            ("sem_seg_head.pixel_decoder.", "pixel_decoder."),
+            ("sem_seg_head.predictor.", "transformer_decoder."),
+            ("void_embedding.weight", "void_embedding"),
+        ),
+        re.compile(r"^criterion\."),
+    ),
+}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message names the keys."""
 
 
-def official_to_ours(name: str) -> str | None:
+def official_to_ours(name: str, family: str = "eov_seg") -> str | None:
     """Our parameter name for an official key, or None when the key is knowingly unused."""
-    if _UNUSED.match(name):
-        return None
-    for official, ours in _PREFIXES:
-        if name.startswith(official):
-            return ours + name[len(official) :]
-    return name
+    return KEY_MAPS[family].to_ours(name)
 
 
-def ours_to_official(name: str) -> str:
-    for ours, official in _REVERSE:
-        if name.startswith(ours):
-            return official + name[len(ours) :]
-    return name
+def ours_to_official(name: str, family: str = "eov_seg") -> str:
+    return KEY_MAPS[family].to_official(name)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -123,10 +153,11 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
     Returns the official keys that were skipped as unused by inference.
     """
     expected = model.state_dict()
+    keys = KEY_MAPS[getattr(model, "family", "eov_seg")]
     mapped: dict[str, torch.Tensor] = {}
     skipped, unexpected, mismatched = [], [], []
     for name, tensor in state_dict.items():
-        ours = official_to_ours(name) if name not in expected else name
+        ours = keys.to_ours(name) if name not in expected else name
         if ours is None:
             skipped.append(name)
         elif ours not in expected:
@@ -135,7 +166,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
             mismatched.append(f"{name}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[ours].shape)}")
         else:
             mapped[ours] = tensor
-    missing = [ours_to_official(name) for name in expected if name not in mapped]
+    missing = [keys.to_official(name) for name in expected if name not in mapped]
     problems = []
     if mismatched:
         problems.append("shape mismatch:\n  " + "\n  ".join(mismatched[:20]))
@@ -151,7 +182,8 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
 
 def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors under official key names, for checkpoints the node can load."""
-    return {ours_to_official(name): tensor for name, tensor in model.state_dict().items()}
+    keys = KEY_MAPS[getattr(model, "family", "eov_seg")]
+    return {keys.to_official(name): tensor for name, tensor in model.state_dict().items()}
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> list[str]:
@@ -197,43 +229,60 @@ def _read_clip(path: str | Path) -> dict[str, Any]:
     return read_state_dict(path)
 
 
-# EOV-Seg variants by their CLIP image tower: (official key, shape[0]) -> variant.
-_EOV_SEG_STEMS = {
-    ("cnn_backbone.clip_model.visual.conv1.weight", 32): "S",  # RN50
-    ("cnn_backbone.clip_model.visual.conv1.weight", 40): "M",  # RN50x4
-    ("cnn_backbone.clip_model.visual.trunk.stem.0.weight", 192): "L",  # ConvNeXt-L
-    ("cnn_backbone.clip_model.visual.conv1.weight", 8): "toy",  # the toy-width test model
+# Which model a state dict is, from its keys (official or ours), and which variant, from
+# its CLIP image tower's stem: (stem key under our names, output channels) -> variant.
+_FAMILY_MARKERS = {
+    "eov_seg": ("lite_aggr.", "light_weight_decoder.", "cnn_backbone.", "neck.", "decoder."),
+    "fc_clip": ("sem_seg_head.", "backbone.", "pixel_decoder.", "transformer_decoder."),
 }
-VARIANT_NAMES = {
-    "S": "EOV-Seg S (RN50 CLIP)", "M": "EOV-Seg M (RN50x4 CLIP)", "L": "EOV-Seg L (ConvNeXt-L CLIP)",
-    "toy": "the toy-width EOV-Seg (tests and synthetic runs)",
+_STEMS = {
+    ("image_encoder.conv1.weight", 32): ("S", "R50"),  # RN50 (EOV-Seg, FC-CLIP)
+    ("image_encoder.conv1.weight", 40): ("M", None),  # RN50x4
+    ("image_encoder.trunk.stem.0.weight", 192): ("L", "L"),  # ConvNeXt-L
+    ("image_encoder.conv1.weight", 8): ("toy", "toy"),  # the toy-width test models
 }
+_CLIP_NAMES = {"S": "RN50", "M": "RN50x4", "L": "ConvNeXt-L", "R50": "RN50", "toy": "toy-width"}
 
 
-def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """The EOV-Seg variant a state dict (official or our names) was made for, from its
-    CLIP image tower; CheckpointError when it is no EOV-Seg checkpoint."""
-    for (official, width), variant in _EOV_SEG_STEMS.items():
-        for name in (official, official_to_ours(official)):
-            tensor = state_dict.get(name)
-            if tensor is not None and tensor.dim() == 4 and tensor.shape[0] == width:
-                return variant
+def describe_model(family: str, variant: str) -> str:
+    """'EOV-Seg S (RN50 CLIP)', 'FC-CLIP L (ConvNeXt-L CLIP)'."""
+    from ovseg_ros.config import MODEL_NAMES
+
+    return f"{MODEL_NAMES[family]} {variant} ({_CLIP_NAMES.get(variant, variant)} CLIP)"
+
+
+def detect_model(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
+    """(model family, variant) a state dict (official or our names) was made for;
+    CheckpointError when it is neither an EOV-Seg nor an FC-CLIP checkpoint."""
+    families = [f for f, markers in _FAMILY_MARKERS.items() if any(name.startswith(markers) for name in state_dict)]
+    if len(families) == 1:
+        family = families[0]
+        keys = KEY_MAPS[family]
+        ours = {keys.to_ours(name) or name: tensor for name, tensor in state_dict.items()}
+        for (stem, width), variants in _STEMS.items():
+            tensor = ours.get(stem)
+            variant = variants[0] if family == "eov_seg" else variants[1]
+            if variant is not None and tensor is not None and tensor.dim() == 4 and tensor.shape[0] == width:
+                return family, variant
     sample = ", ".join(list(state_dict)[:3])
     raise CheckpointError(
-        f"not an EOV-Seg checkpoint: its {len(state_dict)} tensors have no EOV-Seg CLIP image tower "
-        f"(expected e.g. cnn_backbone.clip_model.visual.conv1.weight); its first keys: {sample}"
+        f"not an EOV-Seg checkpoint: its {len(state_dict)} tensors are neither EOV-Seg's nor FC-CLIP's (expected e.g. "
+        f"cnn_backbone.clip_model.visual.conv1.weight or backbone.clip_model.visual.trunk.stem.0.weight); its first keys: {sample}"
     )
 
 
-def check_variant(state_dict: Mapping[str, torch.Tensor], requested: str | None) -> str:
-    """The checkpoint's variant; a different explicitly requested one is refused with the right name."""
-    from ovseg_ros.config import variant_config
+def check_model(state_dict: Mapping[str, torch.Tensor], model: str | None, variant: str | None) -> tuple[str, str]:
+    """The checkpoint's (family, variant); an explicitly requested other model or variant
+    is refused with the right --model/--variant."""
+    from ovseg_ros.config import model_config
 
-    found = detect_variant(state_dict)
-    if requested is not None and variant_config(requested).variant != found:
-        wanted = variant_config(requested).variant
+    family, found = detect_model(state_dict)
+    wanted_family = family if model is None else model
+    wanted = None if variant is None else model_config(wanted_family, variant).variant
+    if (model is not None and model != family) or (wanted is not None and wanted != found):
+        asked = describe_model(wanted_family, wanted) if wanted else {"eov_seg": "EOV-Seg", "fc_clip": "FC-CLIP"}[wanted_family]
         raise CheckpointError(
-            f"the checkpoint is {VARIANT_NAMES[found]}, not {VARIANT_NAMES.get(wanted, wanted)}: pass --variant {found} "
-            f"(node parameter variant: {found}), or leave the variant out to take it from the checkpoint"
+            f"the checkpoint is {describe_model(family, found)}, not {asked}: pass --model {family} --variant {found} "
+            f"(node parameters model: {family}, variant: {found}), or leave them out to take them from the checkpoint"
         )
-    return found
+    return family, found

@@ -33,14 +33,19 @@ class UsageError(ValueError):
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", help="EOV-Seg checkpoint (official detectron2 .pth/.pkl, or one of ours)")
+    group.add_argument("--checkpoint", help="EOV-Seg or FC-CLIP checkpoint (official detectron2 .pth/.pkl, or one of ours)")
+    group.add_argument(
+        "--model", choices=["eov_seg", "fc_clip"], default=None,
+        help="eov_seg (EOV-Seg: fast) or fc_clip (FC-CLIP: accurate); default: the checkpoint's (eov_seg with stand-in weights)",
+    )
     group.add_argument(
         "--weights", choices=["checkpoint", "random"], default="checkpoint",
         help="'random' runs with stand-in random weights (smoke tests and demos only: output is noise)",
     )
     group.add_argument(
         "--variant", default=None,
-        help="S (RN50 CLIP), M (RN50x4) or L (ConvNeXt-L); default: the checkpoint's (S with stand-in weights)",
+        help="EOV-Seg: S (RN50 CLIP), M (RN50x4), L (ConvNeXt-L); FC-CLIP: R50, L; default: the checkpoint's "
+        "(with stand-in weights: S, FC-CLIP L)",
     )
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
     group.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="ovseg", epilog=EXIT_CODES, formatter_class=formatter,
-        description="Open-vocabulary panoptic segmentation (EOV-Seg).\n\n"
+        description="Open-vocabulary panoptic segmentation: EOV-Seg (fast) or FC-CLIP (accurate).\n\n"
         f"default vocabulary (--classes): {DEFAULT_CLASSES}\n"
         f"its things (--things): {DEFAULT_THINGS}; for other classes, those with a COCO thing name\n"
         "`ovseg <command> --help` for each command's options",
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output .onnx file")
     export.add_argument("--checkpoint")
     export.add_argument("--weights", choices=["checkpoint", "random"], default="checkpoint")
+    export.add_argument("--model", choices=["eov_seg", "fc_clip"], default=None, help="default: the checkpoint's")
     export.add_argument("--variant", default=None, help="default: the checkpoint's")
     export.set_defaults(run=run_export)
 
@@ -149,7 +155,7 @@ def make_predictor(args: argparse.Namespace):
     predictor = Predictor.from_checkpoint(
         args.checkpoint, args.variant, args.device, config, stand_in_weights=args.weights == "random",
         backend=args.backend, engine_file=args.engine, fp16=args.fp16, cuda_graphs=args.cuda_graphs,
-        classes=args.classes, things=args.things,
+        classes=args.classes, things=args.things, model=args.model,
     )
     print(f"vocabulary: {predictor.vocabulary.describe()}", file=sys.stderr)
     return predictor
@@ -258,10 +264,13 @@ def run_export(args: argparse.Namespace) -> int:
 
     height, width = args.size
     check_export_size(height, width)
-    weights = read_weights(args.checkpoint, args.variant, stand_in_weights=args.weights == "random")
+    weights = read_weights(args.checkpoint, args.variant, stand_in_weights=args.weights == "random", model=args.model)
     model = build_model_from(weights)
     path = export_onnx(model, args.out, height, width, batch=args.batch)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): images [{args.batch}, 3, {height}, {width}], text_embeddings [T, {model.config.clip.embed_dim}]")
+    inputs = f"images [{args.batch}, 3, {height}, {width}]"
+    if model.family == "eov_seg":
+        inputs += f", text_embeddings [T, {model.config.clip.embed_dim}]"
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): {inputs}")
     return 0
 
 

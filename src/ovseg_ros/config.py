@@ -1,8 +1,10 @@
-"""Configurations as dataclasses: the model variants and the inference settings."""
+"""Configurations as dataclasses: the models (EOV-Seg, FC-CLIP), their variants, and the
+inference settings."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar, Union
 
 
 # A warehouse robot's vocabulary, used when none is given, with its things.
@@ -48,6 +50,30 @@ class EOVSegConfig:
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisibility: int = 32
     ensemble_on_valid_mask: bool = True  # ResNet CLIPs: CLIP votes only for masks it can see
+    family: ClassVar[str] = "eov_seg"
+
+
+@dataclass(frozen=True)
+class FCCLIPConfig:
+    """Architecture of one FC-CLIP variant (defaults: ConvNeXt-L CLIP, the published model)."""
+
+    variant: str = "L"
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    hidden_dim: int = 256
+    mask_dim: int = 256
+    num_queries: int = 250
+    heads: int = 8
+    ffn_dim: int = 2048
+    decoder_layers: int = 9  # after the prediction from the learnt queries: 10 predictions
+    encoder_layers: int = 6  # deformable attention layers of the pixel decoder
+    pixel_mean: tuple[float, float, float] = (122.7709383, 116.7460125, 104.09373615)  # CLIP's, in 0..255
+    pixel_std: tuple[float, float, float] = (68.5005327, 66.6321579, 70.32316305)
+    size_divisibility: int = 32
+    ensemble_on_valid_mask: bool = False  # True for its ResNet CLIPs, as published
+    family: ClassVar[str] = "fc_clip"
+
+
+ModelConfig = Union[EOVSegConfig, FCCLIPConfig]
 
 
 @dataclass(frozen=True)
@@ -79,27 +105,59 @@ VARIANTS: dict[str, EOVSegConfig] = {
     "M": EOVSegConfig(variant="M", clip=RN50X4),
     "L": EOVSegConfig(variant="L", clip=CONVNEXT_LARGE, agg_dim=96, ensemble_on_valid_mask=False),
 }
-VARIANT_ALIASES = {
-    "rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M",
-    "l": "L", "convnext-l": "L", "convnext_large": "L", "toy": "toy",
+FC_CLIP_VARIANTS: dict[str, FCCLIPConfig] = {
+    "R50": FCCLIPConfig(variant="R50", clip=RN50, ensemble_on_valid_mask=True),
+    "L": FCCLIPConfig(variant="L", clip=CONVNEXT_LARGE),
 }
+MODELS = {"eov_seg": VARIANTS, "fc_clip": FC_CLIP_VARIANTS}
+MODEL_NAMES = {"eov_seg": "EOV-Seg", "fc_clip": "FC-CLIP"}
+ALIASES = {
+    "eov_seg": {
+        "rn50": "S", "r50": "S", "s": "S", "rn50x4": "M", "r50x4": "M", "m": "M",
+        "l": "L", "convnext-l": "L", "convnext_large": "L", "toy": "toy",
+    },
+    "fc_clip": {"r50": "R50", "rn50": "R50", "l": "L", "convnext-l": "L", "convnext_large": "L", "toy": "toy"},
+}
+DEFAULT_VARIANTS = {"eov_seg": "S", "fc_clip": "L"}
+VARIANT_HELP = {"eov_seg": "S (RN50 CLIP), M (RN50x4) or L (ConvNeXt-L)", "fc_clip": "R50 (RN50 CLIP) or L (ConvNeXt-L)"}
 
 
 def toy_config() -> EOVSegConfig:
     """The real architecture at toy widths: for tests and CPU smoke runs, not a released model."""
-    clip = CLIPConfig(name="toy", layers=(1, 1, 1, 1), width=16, heads=2, embed_dim=32, text_width=32, text_heads=2, text_layers=1)
-    return EOVSegConfig(variant="toy", clip=clip, vit_width=32, vit_heads=2, agg_dim=16, hidden_dim=32, num_queries=10)
+    return EOVSegConfig(variant="toy", clip=TOY_CLIP, vit_width=32, vit_heads=2, agg_dim=16, hidden_dim=32, num_queries=10)
 
 
+TOY_CLIP = CLIPConfig(name="toy", layers=(1, 1, 1, 1), width=16, heads=2, embed_dim=32, text_width=32, text_heads=2, text_layers=1)
 VARIANTS["toy"] = toy_config()
+FC_CLIP_VARIANTS["toy"] = FCCLIPConfig(
+    variant="toy", clip=TOY_CLIP, hidden_dim=32, mask_dim=32, num_queries=10, heads=2, ffn_dim=64, decoder_layers=3,
+    encoder_layers=1, ensemble_on_valid_mask=True,
+)
+
+
+def check_model(model: str) -> str:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose eov_seg (EOV-Seg, fast) or fc_clip (FC-CLIP, accurate)")
+    return model
+
+
+def model_config(model: str = "eov_seg", variant: str | None = None) -> ModelConfig:
+    """A variant of a model: EOV-Seg S (RN50 CLIP), M (RN50x4), L (ConvNeXt-L); FC-CLIP
+    R50 (RN50 CLIP), L (ConvNeXt-L). None: the model's default (S, L)."""
+    check_model(model)
+    name = DEFAULT_VARIANTS[model] if variant is None else variant
+    key = ALIASES[model].get(name.lower())
+    if key is None:
+        raise ValueError(f"unknown {MODEL_NAMES[model]} variant {name!r}; choose one of {VARIANT_HELP[model]}")
+    return MODELS[model][key]
 
 
 def variant_config(name: str) -> EOVSegConfig:
-    """`S` (RN50 CLIP), `M` (RN50x4) or `L` (ConvNeXt-L)."""
-    key = VARIANT_ALIASES.get(name.lower())
-    if key is None:
-        raise ValueError(f"unknown EOV-Seg variant {name!r}; choose one of S (RN50), M (RN50x4), L (ConvNeXt-L)")
-    return VARIANTS[key]
+    """An EOV-Seg variant: `S` (RN50 CLIP), `M` (RN50x4) or `L` (ConvNeXt-L)."""
+    return model_config("eov_seg", name)
 
 
-__all__ = ["DEFAULT_CLASSES", "DEFAULT_THINGS", "CLIPConfig", "EOVSegConfig", "InferenceConfig", "VARIANTS", "variant_config", "replace"]
+__all__ = [
+    "DEFAULT_CLASSES", "DEFAULT_THINGS", "CLIPConfig", "EOVSegConfig", "FCCLIPConfig", "InferenceConfig", "ModelConfig",
+    "MODELS", "VARIANTS", "FC_CLIP_VARIANTS", "model_config", "variant_config", "replace",
+]

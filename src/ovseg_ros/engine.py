@@ -9,7 +9,7 @@ from typing import Protocol
 
 import torch
 
-from ovseg_ros.modeling import EOVSeg
+from torch import nn
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -77,7 +77,7 @@ class TorchEngine:
     name = "torch"
     input_size = None
 
-    def __init__(self, model: EOVSeg, device: torch.device | str = "cpu", fp16: bool = False, cuda_graphs: bool = False) -> None:
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu", fp16: bool = False, cuda_graphs: bool = False) -> None:
         self.device = resolve_device(device)
         if (fp16 or cuda_graphs) and self.device.type != "cuda":
             raise ValueError("fp16 and CUDA graphs need a CUDA device")
@@ -92,15 +92,17 @@ class TorchEngine:
 
     @property
     def class_logit_scale(self) -> torch.Tensor:
-        return self.model.decoder.mask_heads[-1].logit_scale
+        return self.model.class_logit_scale
 
     @property
     def clip_logit_scale(self) -> torch.Tensor:
         return self.model.clip_logit_scale
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
-        images, text = images.to(self.device), text_embeddings.to(self.device)
+    def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor | None) -> EngineOutput:
+        """text_embeddings: [T, D] (EOV-Seg's network uses them; FC-CLIP's does not)."""
+        images = images.to(self.device)
+        text = text_embeddings.to(self.device) if text_embeddings is not None else None
         if self.cuda_graphs:
             return self._replay(images, text)
         return self._run(images, text)
@@ -115,9 +117,9 @@ class TorchEngine:
     def _replay(self, images: torch.Tensor, text: torch.Tensor) -> EngineOutput:
         """One captured graph per (image shape, vocabulary rows); a new vocabulary size
         captures once more (a few forward passes), it never rebuilds the model."""
-        key = (tuple(images.shape), tuple(text.shape))
+        key = (tuple(images.shape), None if text is None else tuple(text.shape))
         if key not in self._graphs:
-            static_images, static_text = images.clone(), text.clone()
+            static_images, static_text = images.clone(), None if text is None else text.clone()
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
@@ -130,7 +132,8 @@ class TorchEngine:
             self._graphs[key] = (graph, static_images, static_text, static_out)
         graph, static_images, static_text, static_out = self._graphs[key]
         static_images.copy_(images)
-        static_text.copy_(text)
+        if text is not None:
+            static_text.copy_(text)
         graph.replay()
         return EngineOutput(*(t.clone() for t in (
             static_out.mask_logits, static_out.class_embeddings, static_out.clip_embeddings, static_out.clip_mask_valid
@@ -139,7 +142,7 @@ class TorchEngine:
 
 def create_engine(
     backend: str,
-    model: EOVSeg,
+    model: nn.Module,
     device: str = "cpu",
     engine_file: str | None = None,
     fp16: bool = False,
@@ -169,7 +172,7 @@ def create_engine(
     return engine
 
 
-def check_same_weights(metadata: dict, model: EOVSeg) -> None:
+def check_same_weights(metadata: dict, model: nn.Module) -> None:
     from ovseg_ros.onnx_export import weights_hash
 
     if metadata.get("weights_sha256") != weights_hash(model):

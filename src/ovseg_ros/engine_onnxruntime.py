@@ -41,10 +41,12 @@ class OnnxRuntimeEngine:
         self.void_embedding, self.class_logit_scale, self.clip_logit_scale = postprocess_tensors(self.metadata)
 
     def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
-        text = text_embeddings.detach().float().cpu().contiguous().numpy()
+        feeds = {}
+        if "text_embeddings" in self.metadata["inputs"]:  # EOV-Seg; FC-CLIP's network takes the images only
+            feeds["text_embeddings"] = text_embeddings.detach().float().cpu().contiguous().numpy()
 
         def run(chunk: torch.Tensor) -> list[torch.Tensor]:
-            feeds = {"images": chunk.detach().float().cpu().contiguous().numpy(), "text_embeddings": text}
+            feeds["images"] = chunk.detach().float().cpu().contiguous().numpy()
             return [torch.from_numpy(a) for a in self.session.run(list(OUTPUT_NAMES), feeds)]
 
         return EngineOutput(*run_in_batches(run, images, self.batch))

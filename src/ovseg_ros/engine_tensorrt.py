@@ -9,8 +9,9 @@ import-guarded and its tests skip without it.
 - The vocabulary size is a dynamic input: one optimisation profile over the number of
   text rows (min/opt/max configurable); a new vocabulary only changes the input shape.
 - fp16 on TensorRT 10 (weak typing): FP16 enabled, with fp32 forced on the layers that
-  overflow in half precision (normalisations, softmax, reductions and the decoder's
-  unnormalised mask-pooling products). TensorRT 11 only builds strongly typed networks:
+  overflow in half precision (normalisations, softmax, reductions and the decoders'
+  unnormalised mask-pooling products) and on FC-CLIP's pixel decoder, which the
+  published code runs in fp32. TensorRT 11 only builds strongly typed networks:
   precision comes from the ONNX file itself (convert it to mixed precision first, e.g.
   with ModelOpt AutoCast); an fp32 ONNX builds an fp32 engine.
 - Engines are cached on disk, keyed by TensorRT version, GPU, input size, precision,
@@ -89,8 +90,12 @@ def _keep_fp32(trt, layer) -> bool:
     fp32_types = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX, trt.LayerType.REDUCE}
     if layer.type in fp32_types:
         return True
-    # the decoder's pooling products sum features over thousands of pixels
-    return "mask_heads" in layer.name and layer.type in {trt.LayerType.MATRIX_MULTIPLY, trt.LayerType.EINSUM}
+    # FC-CLIP's pixel decoder runs in fp32 as published (deformable sampling is not half-safe)
+    if "pixel_decoder" in layer.name:
+        return True
+    # the decoders' mask-pooling products sum features over thousands of pixels
+    pooling = "mask_heads" in layer.name or "transformer_decoder" in layer.name
+    return pooling and layer.type in {trt.LayerType.MATRIX_MULTIPLY, trt.LayerType.EINSUM}
 
 
 def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), device: str = "cuda") -> Path:
@@ -121,10 +126,11 @@ def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), dev
 
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_gib * (1 << 30)))
-    profile = builder.create_optimization_profile()
-    dim = meta["text_dim"]
-    profile.set_shape(INPUT_NAMES[1], (profile_rows[0], dim), (profile_rows[1], dim), (profile_rows[2], dim))
-    builder_config.add_optimization_profile(profile)
+    if "text_embeddings" in meta["inputs"]:  # EOV-Seg: the vocabulary size is a dynamic input
+        profile = builder.create_optimization_profile()
+        dim = meta["text_dim"]
+        profile.set_shape("text_embeddings", (profile_rows[0], dim), (profile_rows[1], dim), (profile_rows[2], dim))
+        builder_config.add_optimization_profile(profile)
     if config.precision == "fp16":
         if strongly_typed:
             log.warning("TensorRT %s builds strongly typed networks: the engine has the ONNX file's precision. "
@@ -180,7 +186,8 @@ class TensorRTEngine:
         self.batch, _, height, width = self.metadata["input_size"]
         self.input_size = (height, width)
         self.void_embedding, self.class_logit_scale, self.clip_logit_scale = postprocess_tensors(self.metadata, self.device)
-        self._dtypes = {name: self._torch_dtype(name) for name in (*INPUT_NAMES, *OUTPUT_NAMES)}
+        self.inputs = tuple(self.metadata.get("inputs", INPUT_NAMES))
+        self._dtypes = {name: self._torch_dtype(name) for name in (*self.inputs, *OUTPUT_NAMES)}
         self._outputs: dict[str, torch.Tensor] = {}
 
     def _torch_dtype(self, name: str) -> torch.dtype:
@@ -189,14 +196,17 @@ class TensorRTEngine:
         return mapping[self.engine.get_tensor_dtype(name)]
 
     def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
-        text = text_embeddings.to(self.device, self._dtypes["text_embeddings"]).contiguous()
-        self.context.set_input_shape("text_embeddings", tuple(text.shape))  # a new vocabulary size
+        has_text = "text_embeddings" in self.inputs  # FC-CLIP's engine takes the images only
+        if has_text:
+            text = text_embeddings.to(self.device, self._dtypes["text_embeddings"]).contiguous()
+            self.context.set_input_shape("text_embeddings", tuple(text.shape))  # a new vocabulary size
 
         def run(chunk: torch.Tensor) -> list[torch.Tensor]:
             chunk = chunk.to(self.device, self._dtypes["images"]).contiguous()
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
             self.context.set_tensor_address("images", chunk.data_ptr())
-            self.context.set_tensor_address("text_embeddings", text.data_ptr())
+            if has_text:
+                self.context.set_tensor_address("text_embeddings", text.data_ptr())
             outputs = []
             for name in OUTPUT_NAMES:
                 shape = tuple(self.context.get_tensor_shape(name))

@@ -1,7 +1,10 @@
 """Export the network (not the text tower, not post-processing) to ONNX, opset 19.
 
-Inputs: `images` [B, 3, H, W] (normalised, padded; fixed at export) and
-`text_embeddings` [T, D] with T dynamic, so a new vocabulary never needs a new export.
+Inputs: `images` [B, 3, H, W] (normalised, padded; fixed at export) and, for EOV-Seg,
+whose Vocabulary-Aware Selection looks at the vocabulary, `text_embeddings` [T, D] with
+T dynamic, so a new vocabulary never needs a new export. FC-CLIP's network does not see
+the vocabulary (its class embeddings meet the text in post-processing): its file has
+the images input only.
 Outputs: last-stage `mask_logits`, `class_embeddings`, `clip_embeddings` and
 `clip_mask_valid`; post-processing runs outside on them. The modulated deformable convs
 become ONNX DeformConv (opset 19), which onnxruntime runs and TensorRT maps to its
@@ -19,26 +22,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ovseg_ros.modeling import EOVSeg
-
 OPSET = 19
 INPUT_NAMES = ("images", "text_embeddings")
 OUTPUT_NAMES = ("mask_logits", "class_embeddings", "clip_embeddings", "clip_mask_valid")
 
 
-class ExportedNetwork(nn.Module):
-    """EOVSeg.forward with plain tensor outputs (the last stage only)."""
+def input_names(model: nn.Module) -> tuple[str, ...]:
+    """The network's inputs: FC-CLIP's does not take the vocabulary."""
+    return INPUT_NAMES if model.family == "eov_seg" else INPUT_NAMES[:1]
 
-    def __init__(self, model: EOVSeg) -> None:
+
+class ExportedNetwork(nn.Module):
+    """The network's forward with plain tensor outputs (the final prediction only)."""
+
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor):
+    def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor | None = None):
         out = self.model(images, text_embeddings)
         return out.mask_logits[-1], out.class_embeddings[-1], out.clip_embeddings, out.clip_mask_valid
 
 
-def weights_hash(model: EOVSeg) -> str:
+def weights_hash(model: nn.Module) -> str:
     """sha256 over the network's tensors (text tower excluded): ties an exported file to
     the checkpoint the text embeddings come from."""
     digest = hashlib.sha256()
@@ -50,10 +56,10 @@ def weights_hash(model: EOVSeg) -> str:
     return digest.hexdigest()
 
 
-def postprocess_constants(model: EOVSeg) -> dict:
+def postprocess_constants(model: nn.Module) -> dict:
     return {
         "void_embedding": model.void_embedding.detach().cpu().flatten().tolist(),
-        "class_logit_scale": float(model.decoder.mask_heads[-1].logit_scale.detach()),
+        "class_logit_scale": float(model.class_logit_scale.detach()),
         "clip_logit_scale": float(model.clip_logit_scale.detach()),
     }
 
@@ -84,7 +90,7 @@ def check_export_size(height: int, width: int, divisor: int = 32) -> None:
         raise ValueError(f"export size {height}x{width} must be positive multiples of {divisor}")
 
 
-def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch: int = 1, num_text_rows: int = 8) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, batch: int = 1, num_text_rows: int = 8) -> Path:
     """Write `path` (.onnx). height and width must be multiples of 32."""
     check_export_size(height, width, model.config.size_divisibility)
     import onnx
@@ -93,7 +99,8 @@ def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch:
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     images = torch.zeros(batch, 3, height, width)
-    text = torch.nn.functional.normalize(torch.randn(num_text_rows, model.config.clip.embed_dim), dim=-1)
+    names = input_names(model)
+    inputs = (images, torch.nn.functional.normalize(torch.randn(num_text_rows, model.config.clip.embed_dim), dim=-1))[: len(names)]
     torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv_symbolic, OPSET)
     with torch.no_grad(), warnings.catch_warnings():
         # tracing notes that sizes become constants: intended, the export size is fixed
@@ -101,19 +108,21 @@ def export_onnx(model: EOVSeg, path: str | Path, height: int, width: int, batch:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             ExportedNetwork(model).eval(),  # the exporter restores the wrapper's mode afterwards
-            (images, text),
+            inputs,
             str(path),
             dynamo=False,
             opset_version=OPSET,
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=list(OUTPUT_NAMES),
-            dynamic_axes={"text_embeddings": {0: "text_rows"}},
+            dynamic_axes={"text_embeddings": {0: "text_rows"}} if "text_embeddings" in names else None,
             do_constant_folding=True,
         )
     exported = onnx.load(str(path))
     metadata = {
         "ovseg_format": "1",
+        "model": model.family,
         "variant": model.config.variant,
+        "inputs": json.dumps(list(names)),
         "input_size": json.dumps([batch, 3, height, width]),
         "text_dim": str(model.config.clip.embed_dim),
         "weights_sha256": weights_hash(model),
@@ -144,6 +153,8 @@ def read_metadata(path: str | Path) -> dict:
     if meta.get("ovseg_format") != "1":
         raise ValueError(f"{path} was not exported by ovseg export (no ovseg metadata)")
     meta["input_size"] = json.loads(meta["input_size"])
+    meta["inputs"] = json.loads(meta.get("inputs", json.dumps(list(INPUT_NAMES))))  # files from before FC-CLIP had both
+    meta.setdefault("model", "eov_seg")
     meta["postprocess"] = json.loads(meta["postprocess"])
     meta["text_dim"] = int(meta["text_dim"])
     return meta

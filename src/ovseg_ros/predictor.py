@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ovseg_ros.checkpoint import check_variant, load_state_dict, read_state_dict
-from ovseg_ros.config import EOVSegConfig, InferenceConfig, variant_config
+from ovseg_ros.checkpoint import check_model, describe_model, load_state_dict, read_state_dict
+from ovseg_ros.config import InferenceConfig, ModelConfig, check_model as check_model_name, model_config
 from ovseg_ros.engine import Engine, EngineOutput, create_engine, resolve_device
-from ovseg_ros.modeling import EOVSeg
-from ovseg_ros.modeling.eov_seg import append_void
+from ovseg_ros.modeling import EOVSeg, FCCLIP, build_network
+from ovseg_ros.modeling.output import append_void
 from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
 from ovseg_ros.preprocess import Batch, preprocess
 from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, VocabularyError, check_vocabulary
@@ -88,13 +88,13 @@ class Predictor:
         engine: Engine,
         text_embedder: TextEmbedder,
         config: InferenceConfig | None = None,
-        model_config: EOVSegConfig | None = None,
+        model_config: ModelConfig | None = None,
     ) -> None:
         self.engine = engine
         self.text_embedder = text_embedder
         self.config = config or InferenceConfig()
         self.device = engine.device
-        self.model_config: EOVSegConfig = model_config or engine.model.config
+        self.model_config: ModelConfig = model_config or engine.model.config
         self._state: VocabularyState | None = None
         self._lock = threading.Lock()
         self._pixel_mean = torch.tensor(self.model_config.pixel_mean, device=self.device)
@@ -114,11 +114,13 @@ class Predictor:
         cuda_graphs: bool = False,
         classes: str | Sequence[str] | None = None,
         things=None,
+        model: str | None = None,
     ) -> "Predictor":
         """Build the model and load a checkpoint. Without one, refuse unless
         `stand_in_weights` is set, in which case weights are random and a banner says so.
         Compiled backends run `engine_file`; the model's text tower encodes vocabularies.
-        With `classes` (and `things`) that vocabulary is activated.
+        With `classes` (and `things`) that vocabulary is activated. `model` ("eov_seg" or
+        "fc_clip") and `variant` are read from the checkpoint; given, they are checked.
 
         Every cheap check comes before the model is built (seconds, not a model load):
         the device, the engine file, the checkpoint file and its variant, the vocabulary."""
@@ -126,7 +128,7 @@ class Predictor:
             resolve_device(device)
         if engine_file and not Path(engine_file).is_file():
             raise FileNotFoundError(f"engine file not found: {engine_file}")
-        weights = read_weights(checkpoint, variant, stand_in_weights)
+        weights = read_weights(checkpoint, variant, stand_in_weights, model)
         if classes is not None:
             check_vocabulary(classes, things)
         model = build_model_from(weights)
@@ -261,56 +263,67 @@ class Predictor:
 
 @dataclass
 class Weights:
-    """A checkpoint's tensors (None: stand-in random weights) and the variant they fit."""
+    """A checkpoint's tensors (None: stand-in random weights) and the model they fit."""
 
     state_dict: dict[str, torch.Tensor] | None
+    family: str  # "eov_seg" | "fc_clip"
     variant: str
     source: str
 
 
-def read_weights(checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False) -> Weights:
+def read_weights(
+    checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False, model: str | None = None
+) -> Weights:
     """Read and check a checkpoint file without building anything (a wrong path or file
-    fails in a second); its variant is taken from its keys or checked against `variant`."""
+    fails in a second); model and variant are taken from its keys or checked against
+    `model` and `variant`. Stand-in weights default to EOV-Seg S (FC-CLIP L)."""
+    if model is not None:
+        check_model_name(model)
     if checkpoint and stand_in_weights:
         raise ValueError("give either a checkpoint or stand-in weights (--weights random), not both")
     if checkpoint:
         state_dict = read_state_dict(checkpoint)
-        return Weights(state_dict, check_variant(state_dict, variant), str(checkpoint))
+        family, found = check_model(state_dict, model, variant)
+        return Weights(state_dict, family, found, str(checkpoint))
     if not stand_in_weights:
         raise MissingWeightsError(
-            "no checkpoint given. Download an EOV-Seg checkpoint (see README: 'Weights') and pass its path, "
+            "no checkpoint given. Download an EOV-Seg (or FC-CLIP) checkpoint (see README: 'Weights') and pass its path, "
             "or ask for stand-in random weights explicitly (--weights random / weights:=random) "
             "for a smoke test; their output is meaningless."
         )
-    return Weights(None, variant_config(variant or "S").variant, "stand-in random weights")
+    family = model or "eov_seg"
+    return Weights(None, family, model_config(family, variant).variant, "stand-in random weights")
 
 
-def build_model_from(weights: Weights) -> EOVSeg:
-    model = EOVSeg(variant_config(weights.variant)).eval()
+def build_model_from(weights: Weights) -> EOVSeg | FCCLIP:
+    model = build_network(model_config(weights.family, weights.variant))
     if weights.state_dict is not None:
         skipped = load_state_dict(model, weights.state_dict)
-        log.info("loaded %s (%d unused keys skipped)", weights.source, len(skipped))
+        log.info("loaded %s: %s (%d unused keys skipped)", weights.source, describe_model(weights.family, weights.variant), len(skipped))
     else:
         log.warning(STAND_IN_BANNER)
         _randomize(model)
     return model
 
 
-def build_model(checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False) -> EOVSeg:
+def build_model(
+    checkpoint: str | Path | None, variant: str | None = None, stand_in_weights: bool = False, model: str | None = None
+) -> EOVSeg | FCCLIP:
     """The model with a checkpoint's weights, or stand-in random weights when asked for."""
-    return build_model_from(read_weights(checkpoint, variant, stand_in_weights))
+    return build_model_from(read_weights(checkpoint, variant, stand_in_weights, model))
 
 
-def _randomize(model: EOVSeg) -> None:
+def _randomize(model: EOVSeg | FCCLIP) -> None:
     """Deterministic random weights with sane scales (for smoke tests and demos).
 
     With plain random weights every mask covers a large, overlapping part of the image,
     and panoptic fusion (which keeps a segment only if it holds 80% of its own mask)
-    keeps none: a demo would show nothing. So the last stage's mask logits are shifted
-    down by about four times the average pixel embedding's projection, measured once on
-    a synthetic image: masks shrink and a few segments survive. The void embedding is
-    zeroed (a neutral void logit). The output stays noise: this only makes the pipeline
-    visible.
+    keeps none: a demo would show nothing. So the final mask logits are shifted down by
+    about four times the average pixel embedding's projection, measured once on a
+    synthetic image: masks shrink and a few segments survive. The void embedding is
+    zeroed (a neutral void logit); FC-CLIP's random queries all prefer even that, so its
+    void points away from their mean class embedding. The output stays noise: this only
+    makes the pipeline visible.
     """
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -321,16 +334,21 @@ def _randomize(model: EOVSeg) -> None:
             elif name.endswith("bias"):
                 param.zero_()  # default init draws from the global RNG: not reproducible
         model.void_embedding.zero_()
-    if not isinstance(model, EOVSeg):
-        return
+    if isinstance(model, FCCLIP):  # masks = mask_embed(query) . mask features
+        feature, mask_bias = "pixel_decoder_mask_features", model.transformer_decoder.mask_embed.layers[-1].bias
+    else:  # masks = fc_mask(query) . VAS-gated pixels
+        feature, mask_bias = "vas", model.decoder.mask_heads[-1].fc_mask.bias
     blobs = torch.rand(1, 3, 4, 4, generator=generator) * 255
     image = F.interpolate(blobs, size=(128, 128), mode="bicubic", align_corners=False)
     image = (image - model.pixel_mean) / model.pixel_std
     text = F.normalize(torch.randn(8, model.config.clip.embed_dim, generator=generator), dim=-1)
     with torch.inference_mode():
-        mean_pixel = model(image, text, keep_features=True).features["vas"][0].mean((1, 2))
+        out = model(image, text, keep_features=True)
+    mean_pixel = out.features[feature][0].mean((1, 2))
     with torch.no_grad():
-        model.decoder.mask_heads[-1].fc_mask.bias -= 4.0 * mean_pixel / mean_pixel.pow(2).sum()
+        mask_bias -= 4.0 * mean_pixel / mean_pixel.pow(2).sum()
+        if isinstance(model, FCCLIP):
+            model.void_embedding.copy_(-F.normalize(out.class_embeddings[-1][0], dim=-1).mean(0, keepdim=True))
 
 
 class _Clock:

@@ -8,6 +8,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ovseg_ros.modeling.common import mask_pool
+
 
 class ProjectionMLP(nn.Module):
     def __init__(self, width: int, output_dim: int) -> None:
@@ -35,8 +37,6 @@ class CLIPConvNeXt(nn.Module):
     def embed_masks(self, res5: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
         """Mean of the final features inside each mask, through CLIP's pooling head and
         projection (what CLIP computes for a whole image, restricted to the mask)."""
-        from ovseg_ros.modeling.decoder import mask_pool
-
         pooled = mask_pool(self.trunk.norm_pre(res5), mask_logits)  # [B, Q, C]
         batch, queries, channels = pooled.shape
         x = self.trunk.head(pooled.reshape(batch * queries, channels, 1, 1))

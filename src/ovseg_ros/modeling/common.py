@@ -142,3 +142,14 @@ def interpolate_grid_embedding(grid_embedding: torch.Tensor, height: int, width:
     grid = grid_embedding.reshape(1, size, size, channels).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
     return grid.permute(0, 2, 3, 1).reshape(height * width, channels)
+
+
+def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """Average of `features` [B, C, H, W] inside each mask (logit > 0) -> [B, Q, C]."""
+    if features.shape[-2:] != mask_logits.shape[-2:]:
+        mask_logits = F.interpolate(mask_logits, size=features.shape[-2:], mode="bilinear", align_corners=False)
+    inside = (mask_logits > 0).to(features.dtype)
+    inside = inside / (inside.sum(dim=(-1, -2), keepdim=True) + 1e-8)
+    # einsum (not an explicit matmul) keeps the published summation order: masks are
+    # thresholded at 0 downstream, so even rounding differences can flip a pixel.
+    return torch.einsum("bchw,bqhw->bqc", features, inside)

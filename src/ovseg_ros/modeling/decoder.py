@@ -7,19 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg_ros.modeling.common import MLP, LayerNorm2d
+from ovseg_ros.modeling.common import MLP, LayerNorm2d, mask_pool
 from ovseg_ros.modeling.vas import VocabularyAwareSelection
-
-
-def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    """Average of `features` [B, C, H, W] inside each mask (logit > 0) -> [B, Q, C]."""
-    if features.shape[-2:] != mask_logits.shape[-2:]:
-        mask_logits = F.interpolate(mask_logits, size=features.shape[-2:], mode="bilinear", align_corners=False)
-    inside = (mask_logits > 0).to(features.dtype)
-    inside = inside / (inside.sum(dim=(-1, -2), keepdim=True) + 1e-8)
-    # einsum (not an explicit matmul) keeps the published summation order: masks are
-    # thresholded at 0 downstream, so even rounding differences can flip a pixel.
-    return torch.einsum("bchw,bqhw->bqc", features, inside)
 
 
 class DynamicChannelConv(nn.Module):

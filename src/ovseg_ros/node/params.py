@@ -35,11 +35,15 @@ class ParameterSpec:
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("checkpoint", "", "EOV-Seg checkpoint file (official detectron2 .pth/.pkl or ours)"),
+    ParameterSpec("checkpoint", "", "EOV-Seg or FC-CLIP checkpoint file (official detectron2 .pth/.pkl or ours)"),
     ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", choices=("checkpoint", "random")),
     ParameterSpec(
-        "variant", "auto", "EOV-Seg variant: auto (from the checkpoint; S with stand-in weights), S (RN50 CLIP), "
-        "M (RN50x4) or L (ConvNeXt-L)", choices=("auto", "S", "M", "L"),
+        "model", "auto", "auto (from the checkpoint; eov_seg with stand-in weights), eov_seg (EOV-Seg: fast) "
+        "or fc_clip (FC-CLIP: accurate)", choices=("auto", "eov_seg", "fc_clip"),
+    ),
+    ParameterSpec(
+        "variant", "auto", "auto (from the checkpoint; with stand-in weights EOV-Seg S, FC-CLIP L); EOV-Seg: S (RN50 CLIP), "
+        "M (RN50x4), L (ConvNeXt-L); FC-CLIP: R50, L", choices=("auto", "S", "M", "L", "R50"),
     ),
     ParameterSpec("backend", "torch", "inference backend", choices=("torch", "onnxruntime", "tensorrt")),
     ParameterSpec("engine_file", "", "ONNX from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)"),
@@ -90,6 +94,7 @@ class QosSpec:
 class NodeParameters:
     checkpoint: str = ""
     weights: str = "checkpoint"
+    model: str = "auto"
     variant: str = "auto"
     backend: str = "torch"
     engine_file: str = ""

@@ -27,6 +27,7 @@ from std_msgs.msg import Header
 from ovseg_msgs.msg import SegmentArray
 from ovseg_msgs.srv import GetVocabulary, SetVocabulary
 from ovseg_ros import messages
+from ovseg_ros.checkpoint import describe_model
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.node import diagnostics, vocabulary_service
 from ovseg_ros.node.cameras import input_names
@@ -99,7 +100,7 @@ class OvsegNode(Node):
             p.checkpoint or None, None if p.variant == "auto" else p.variant, p.device, config,
             stand_in_weights=p.weights == "random",
             backend=p.backend, engine_file=p.engine_file or None, fp16=p.fp16, cuda_graphs=p.cuda_graphs,
-            classes=list(p.classes), things=p.things,
+            classes=list(p.classes), things=p.things, model=None if p.model == "auto" else p.model,
         )
         if p.device == "auto" and self.predictor.device.type == "cpu" and p.backend == "torch":
             log.warning("device auto: no CUDA device found, running on the CPU (expect seconds per frame)")
@@ -160,7 +161,8 @@ class OvsegNode(Node):
         self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
         self._worker.start()
         topics = ", ".join(f"{image} ({camera})" for camera, (image, _) in self.input_topics.items())
-        log.info(f"segmenting {topics} on {self.predictor.device}; vocabulary: {'; '.join(self.predictor.vocabulary.as_strings())}")
+        model = describe_model(self.predictor.model_config.family, self.predictor.model_config.variant)
+        log.info(f"segmenting {topics} with {model} on {self.predictor.device}; vocabulary: {'; '.join(self.predictor.vocabulary.as_strings())}")
 
     def _declare_parameters(self) -> dict:
         values = {}

@@ -1,0 +1,108 @@
+"""FC-CLIP's transformer decoder (Mask2Former's, 9 layers, 250 queries): each layer lets
+the queries cross-attend to one pixel-decoder level, only where their previous masks
+are, then self-attend; after the learnt queries and after every layer, prediction heads
+give masks and class embeddings (mask-pooled pixel features + the query, compared with
+text outside)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ovseg_ros.modeling.common import MLP, mask_pool
+from ovseg_ros.modeling.position_encoding import sine_position_encoding
+
+
+class SelfAttentionLayer(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads)  # sequence first, as published
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        q = k = x + query_pos
+        return self.norm(x + self.self_attn(q, k, value=x, need_weights=False)[0])
+
+
+class CrossAttentionLayer(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(dim, heads)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        out = self.multihead_attn(query=x + query_pos, key=memory + pos, value=memory, attn_mask=mask, need_weights=False)[0]
+        return self.norm(x + out)
+
+
+class FFNLayer(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class MaskedAttentionDecoder(nn.Module):
+    def __init__(
+        self, num_queries: int = 250, dim: int = 256, heads: int = 8, ffn_dim: int = 2048, layers: int = 9,
+        mask_dim: int = 256, text_dim: int = 768, levels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.heads, self.levels = heads, levels
+        self.transformer_self_attention_layers = nn.ModuleList(SelfAttentionLayer(dim, heads) for _ in range(layers))
+        self.transformer_cross_attention_layers = nn.ModuleList(CrossAttentionLayer(dim, heads) for _ in range(layers))
+        self.transformer_ffn_layers = nn.ModuleList(FFNLayer(dim, ffn_dim) for _ in range(layers))
+        self.decoder_norm = nn.LayerNorm(dim)
+        self.query_feat = nn.Embedding(num_queries, dim)
+        self.query_embed = nn.Embedding(num_queries, dim)
+        self.level_embed = nn.Embedding(levels, dim)
+        self.mask_embed = MLP(dim, dim, mask_dim, 3)
+        self._mask_pooling_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.class_embed = MLP(dim, dim, text_dim, 3)
+        self.logit_scale = nn.Parameter(torch.tensor(2.6592600369644165))  # log(1 / 0.07)
+
+    def forward(self, levels: list[torch.Tensor], mask_features: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """levels: pixel-decoder maps at strides 32, 16, 8 [B, C, H_l, W_l]; mask_features
+        [B, C, H/4, W/4] -> per prediction (learnt queries, then each layer): class
+        embeddings [B, Q, D] and mask logits [B, Q, H/4, W/4]."""
+        batch = mask_features.shape[0]
+        sizes = [tuple(x.shape[-2:]) for x in levels]
+        memories, positions = [], []
+        for i, x in enumerate(levels):
+            height, width = sizes[i]
+            pos = sine_position_encoding(batch, height, width, x.shape[1] // 2, x.device, x.dtype)
+            positions.append(pos.flatten(2).permute(2, 0, 1))  # [HW, B, C]
+            memories.append((x.flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+        query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, batch, -1)
+        output = self.query_feat.weight.unsqueeze(1).expand(-1, batch, -1)
+
+        embeddings, masks, attn_mask = self._predict(output, mask_features, sizes[0])
+        all_embeddings, all_masks = [embeddings], [masks]
+        for i, (cross, self_attn, ffn) in enumerate(
+            zip(self.transformer_cross_attention_layers, self.transformer_self_attention_layers, self.transformer_ffn_layers)
+        ):
+            level = i % self.levels
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)  # a query with no pixel attends everywhere
+            output = cross(output, memories[level], attn_mask, positions[level], query_pos)
+            output = ffn(self_attn(output, query_pos))
+            embeddings, masks, attn_mask = self._predict(output, mask_features, sizes[(i + 1) % self.levels])
+            all_embeddings.append(embeddings)
+            all_masks.append(masks)
+        return all_embeddings, all_masks
+
+    def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Heads on the current queries [Q, B, C]: class embeddings, mask logits, and the
+        next layer's attention mask [B*heads, Q, h*w] (True: may not attend)."""
+        decoded = self.decoder_norm(output).transpose(0, 1)  # [B, Q, C]
+        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        pooled = self._mask_pooling_proj(mask_pool(mask_features, mask_logits))
+        embeddings = self.class_embed(pooled + decoded)
+        resized = F.interpolate(mask_logits, size=attn_size, mode="bilinear", align_corners=False)
+        blocked = resized.sigmoid().flatten(2) < 0.5  # as published: sigmoid, not the logit's sign (equal but at rounding)
+        attn_mask = blocked.unsqueeze(1).expand(-1, self.heads, -1, -1).flatten(0, 1)
+        return embeddings, mask_logits, attn_mask
