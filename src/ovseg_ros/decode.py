@@ -49,7 +49,7 @@ _ENCODINGS: dict[str, tuple[int, int, int | None]] = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 
-def _byte_view(data) -> np.ndarray:
+def byte_view(data) -> np.ndarray:
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     try:
@@ -58,13 +58,17 @@ def _byte_view(data) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)  # a plain list of ints
 
 
+def image_fields(msg, error=ImageError, reason: str = "type") -> tuple[int, int, int, str, bool]:
+    """(height, width, step, encoding, big-endian) of a sensor_msgs/Image, or `error`."""
+    try:
+        return int(msg.height), int(msg.width), int(msg.step), str(msg.encoding), bool(msg.is_bigendian)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise error(f"not an image message: {exc}", reason) from exc
+
+
 def decode_image(msg) -> np.ndarray:
     """sensor_msgs/Image -> RGB. 16-bit images keep their high byte."""
-    try:
-        height, width, step = int(msg.height), int(msg.width), int(msg.step)
-        encoding, big_endian = str(msg.encoding), bool(msg.is_bigendian)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageError(f"not an image message: {exc}", "type") from exc
+    height, width, step, encoding, big_endian = image_fields(msg)
     if encoding not in _ENCODINGS:
         raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}", "encoding")
     if height <= 0 or width <= 0:
@@ -75,7 +79,7 @@ def decode_image(msg) -> np.ndarray:
     row_bytes = width * channels * depth
     if step < row_bytes:
         raise ImageError(f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)", "step")
-    data = _byte_view(msg.data)
+    data = byte_view(msg.data)
     if data.size < step * (height - 1) + row_bytes:
         raise ImageError(f"truncated image: {data.size} bytes for {height} rows of step {step}", "truncated")
     rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
@@ -98,7 +102,7 @@ def decode_image(msg) -> np.ndarray:
 def decode_bytes(data, what: str = "compressed image", apply_orientation: bool = False) -> np.ndarray:
     """An encoded image (JPEG, PNG, ...) -> RGB, strictly: truncated or corrupt data raises
     ImageError. `apply_orientation` turns the picture as its EXIF tag says (files)."""
-    buffer = _byte_view(data)
+    buffer = byte_view(data)
     if buffer.size == 0:
         raise ImageError(f"{what} has no data", "empty")
     try:
@@ -142,7 +146,7 @@ def decode_compressed(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png, as image_transport writes them) -> RGB."""
     try:
         fmt = str(msg.format).lower()
-        data = _byte_view(msg.data)
+        data = byte_view(msg.data)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ImageError(f"not a compressed image message: {exc}", "type") from exc
     if "compresseddepth" in fmt:

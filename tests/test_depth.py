@@ -1,0 +1,176 @@
+"""Segments in 3D against scenes of known geometry: a floor and boxes at known
+distances, rendered to depth with known intrinsics (ray casting), with noise, invalid
+pixels and flying pixels at depth edges; masks as a segmenter would give them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import make_camera_info, make_header
+
+from ovseg_ros.depth import (
+    POINT_DTYPE,
+    DepthError,
+    Intrinsics,
+    decode_depth,
+    eroded_labels,
+    point_cloud,
+    segment_geometry,
+)
+
+HEIGHT, WIDTH = 480, 640
+K = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5)
+CAMERA_HEIGHT = 1.0  # metres above the floor (the floor is the plane y = +1 in the optical frame)
+
+
+def render(boxes: list[tuple[np.ndarray, np.ndarray]], k: Intrinsics = K):
+    """Ray-cast a floor and axis-aligned boxes [(min corner, max corner), ...] in the
+    camera frame -> (depth [H, W] metres, labels [H, W]: box i is i + 1, the floor
+    len(boxes) + 1, nothing 0)."""
+    vs, us = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
+    rays = np.stack([(us - k.cx) / k.fx, (vs - k.cy) / k.fy, np.ones_like(us)], axis=-1)  # z component 1: t = depth
+    depth = np.full((HEIGHT, WIDTH), np.inf)
+    labels = np.zeros((HEIGHT, WIDTH), np.int64)
+    floor_t = np.where(rays[..., 1] > 1e-9, CAMERA_HEIGHT / np.maximum(rays[..., 1], 1e-9), np.inf)
+    hit = floor_t < 20.0
+    depth[hit], labels[hit] = floor_t[hit], len(boxes) + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = 1.0 / rays
+    for i, (low, high) in enumerate(boxes):  # slab test over all pixels at once
+        t0, t1 = (low - 0.0) * inverse, (high - 0.0) * inverse
+        near = np.nanmax(np.minimum(t0, t1), axis=-1)
+        far = np.nanmin(np.maximum(t0, t1), axis=-1)
+        box_hit = (far >= near) & (near > 0) & (near < depth)
+        depth[box_hit], labels[box_hit] = near[box_hit], i + 1
+    depth[~np.isfinite(depth)] = np.nan
+    return depth.astype(np.float32), labels
+
+
+def visible_truth(depth: np.ndarray, labels: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and size of the box's visible surface, from the clean render."""
+    vs, us = np.nonzero(labels == box)
+    z = depth[vs, us].astype(np.float64)
+    xyz = np.stack([(us - K.cx) * z / K.fx, (vs - K.cy) * z / K.fy, z], axis=1)
+    low, high = xyz.min(0), xyz.max(0)
+    return (low + high) / 2, high - low
+
+
+BOXES = [  # a pallet-sized box ahead, a tall one to the left, a small one to the right; all on the floor
+    (np.array([-0.40, 0.55, 2.5]), np.array([0.40, 1.0, 3.3])),
+    (np.array([-1.60, 0.10, 3.0]), np.array([-1.00, 1.0, 3.5])),
+    (np.array([1.40, 0.70, 3.0]), np.array([1.80, 1.0, 3.4])),
+]
+
+
+def degrade(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sensor effects: Gaussian noise (sigma 2 mm), 5% invalid pixels, and flying pixels
+    along depth edges (each edge pixel takes a depth between its own and its neighbour's)."""
+    noisy = depth + rng.normal(0, 0.002, depth.shape).astype(np.float32)
+    neighbour = np.roll(depth, 1, axis=1)
+    edge = np.abs(neighbour - depth) > 0.1
+    mix = rng.uniform(0.2, 0.8, depth.shape).astype(np.float32)
+    noisy = np.where(edge, mix * depth + (1 - mix) * neighbour, noisy)
+    noisy[rng.random(depth.shape) < 0.05] = np.nan
+    return noisy.astype(np.float32)
+
+
+def segmenter_masks(labels: np.ndarray) -> np.ndarray:
+    """Masks as a segmenter gives them: each box's mask one pixel too wide (it bleeds onto
+    the background), the floor kept as it is."""
+    import cv2
+
+    out = labels.copy()
+    for box in range(1, len(BOXES) + 1):
+        grown = cv2.dilate((labels == box).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        out[grown] = box
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_boxes_within_a_centimetre_and_sizes_within_two(seed):
+    clean, labels = render(BOXES)
+    depth = degrade(clean, np.random.default_rng(seed))
+    geometry = segment_geometry(segmenter_masks(labels), depth, K, num_segments=len(BOXES) + 1)
+    for box in range(1, len(BOXES) + 1):
+        centre, size = visible_truth(clean, labels, box)
+        assert np.abs(geometry.center[box - 1] - centre).max() <= 0.01, (box, geometry.center[box - 1], centre)
+        assert np.abs(geometry.size[box - 1] - size).max() <= 0.02, (box, geometry.size[box - 1], size)
+        assert geometry.points[box - 1] > 500
+
+
+def test_flying_pixels_do_not_move_the_box():
+    clean, labels = render(BOXES)
+    masks = segmenter_masks(labels)
+    plain = segment_geometry(masks, clean, K, len(BOXES) + 1)
+    depth = clean.copy()
+    edge = np.zeros_like(labels, dtype=bool)
+    edge[:, 1:] = labels[:, 1:] != labels[:, :-1]
+    depth[edge & (masks == 1)] = 9.0  # the worst case: edge pixels of box 1 far behind it
+    flying = segment_geometry(masks, depth, K, len(BOXES) + 1)
+    assert np.abs(flying.center[0] - plain.center[0]).max() <= 0.005
+    assert np.abs(flying.size[0] - plain.size[0]).max() <= 0.01
+
+
+def test_segments_without_depth_have_no_box():
+    clean, labels = render(BOXES)
+    depth = clean.copy()
+    depth[labels == 3] = np.nan
+    geometry = segment_geometry(labels, depth, K, len(BOXES) + 2)  # one id more than the scene has
+    assert geometry.points[2] == 0 and np.isnan(geometry.center[2]).all()
+    assert geometry.points[4] == 0 and np.isnan(geometry.size[4]).all()
+
+
+def test_erosion_keeps_only_interior_pixels():
+    labels = np.zeros((7, 7), np.int64)
+    labels[1:6, 1:6] = 3
+    eroded = eroded_labels(labels, 1)
+    assert set(np.unique(eroded[2:5, 2:5])) == {3} and (eroded[1] == 0).all() and (eroded[:, 5] == 0).all()
+
+
+def test_point_cloud_fields_and_counts():
+    clean, labels = render(BOXES)
+    depth = clean.copy()
+    depth[::7, ::5] = np.nan
+    rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    rgb[..., 0] = 200
+    semantic = np.where(labels > 0, labels - 1, -1)
+    cloud = point_cloud(labels, semantic, rgb, depth, K, decimation=2)
+    assert cloud.dtype == POINT_DTYPE and cloud.dtype.itemsize == 24
+    assert len(cloud) == int(np.isfinite(depth[::2, ::2]).sum())
+    packed = cloud["rgb"].view(np.uint32)
+    assert (packed == (200 << 16)).all()
+    assert set(np.unique(cloud["segment_id"])) <= {0, 1, 2, 3, 4}
+    box_points = cloud[cloud["segment_id"] == 1]
+    assert (box_points["class_index"] == 0).all() and np.all(box_points["z"] >= 2.5 - 1e-3)
+    assert (cloud[cloud["segment_id"] == 0]["class_index"] == 65535).all()
+
+
+def _depth_message(typestore, array: np.ndarray, encoding: str):
+    return typestore.types["sensor_msgs/msg/Image"](
+        header=make_header(typestore), height=array.shape[0], width=array.shape[1], encoding=encoding, is_bigendian=0,
+        step=array.shape[1] * array.itemsize, data=np.ascontiguousarray(array).reshape(-1).view(np.uint8),
+    )
+
+
+def test_depth_encodings_and_problems(typestore):
+    millimetres = np.array([[0, 1500], [2000, 65535]], dtype="<u2")
+    depth = decode_depth(_depth_message(typestore, millimetres, "16UC1"), (2, 2))
+    assert np.isnan(depth[0, 0]) and depth[0, 1] == pytest.approx(1.5) and depth[1, 1] == pytest.approx(65.535)
+    metres = np.array([[np.nan, 1.25], [-1.0, np.inf]], dtype="<f4")
+    depth = decode_depth(_depth_message(typestore, metres, "32FC1"), (2, 2))
+    assert np.isnan(depth).sum() == 3 and depth[0, 1] == pytest.approx(1.25)
+    problems = [
+        (_depth_message(typestore, millimetres, "mono8"), (2, 2), "unsupported depth encoding"),
+        (_depth_message(typestore, millimetres, "16UC1"), (4, 4), "must be aligned"),
+        (_depth_message(typestore, np.zeros((2, 2), "<u2"), "16UC1"), (2, 2), "no valid pixel"),
+    ]
+    for msg, size, reason in problems:
+        with pytest.raises(DepthError, match=reason):
+            decode_depth(msg, size)
+    info = make_camera_info(typestore, make_header(typestore), 480, 640, fx=0.0)
+    with pytest.raises(DepthError, match="focal length"):
+        Intrinsics.from_camera_info(info, (480, 640))
+    with pytest.raises(DepthError, match="640x480 images"):
+        Intrinsics.from_camera_info(make_camera_info(typestore, make_header(typestore), 480, 640), (240, 320))
+    k = Intrinsics.from_camera_info(make_camera_info(typestore, make_header(typestore), 480, 640, fx=525.0, fy=526.0), (480, 640))
+    assert (k.fx, k.fy, k.cx, k.cy) == (525.0, 526.0, 320.0, 240.0)
