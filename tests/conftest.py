@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import DEFAULT_PARITY_ROOT, REPO, check_parity_folder, load_cases, parity_folders, write_stand_in_checkpoint  # noqa: F401
+from support import REPO, load_cases, parity_folder_named, write_stand_in_checkpoint
 
 
 @pytest.fixture(scope="session")
 def parity_folder() -> Path:
     """The EOV-Seg S fixtures, which the other tests (ONNX, checkpoints, GPU) build on."""
-    selected = [f for f in parity_folders() if f.name == "eovseg_r50"]
-    folder = selected[0] if selected else DEFAULT_PARITY_ROOT / "eovseg_r50"
-    check_parity_folder(folder)
-    return folder
+    return parity_folder_named("eovseg_r50")
 
 
 @pytest.fixture(scope="session")

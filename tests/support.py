@@ -59,6 +59,14 @@ def parity_folders() -> list[Path]:
     return folders or [root]
 
 
+def parity_folder_named(name: str) -> Path:
+    """The fixture folder `name` from the selection (else under the default root), checked."""
+    selected = [f for f in parity_folders() if f.name == name]
+    folder = selected[0] if selected else DEFAULT_PARITY_ROOT / name
+    check_parity_folder(folder)
+    return folder
+
+
 def check_parity_folder(folder: Path) -> tuple[str, str]:
     """(family, variant) of a fixture folder; fails the test when it is missing or unknown."""
     if not (folder / "cases.json").is_file():

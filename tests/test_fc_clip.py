@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import DEFAULT_PARITY_ROOT, check_parity_folder, load_cases, parity_folders, write_stand_in_checkpoint
+from support import load_cases, parity_folder_named, write_stand_in_checkpoint
 
 from ovseg_ros.checkpoint import CheckpointError, check_model, detect_model, read_state_dict
 from ovseg_ros.cli import main
@@ -29,10 +29,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "src" / "ovseg_ros" / "assets"
 
 @pytest.fixture(scope="module")
 def fcclip_folder() -> Path:
-    selected = [f for f in parity_folders() if f.name == "fcclip_r50"]
-    folder = selected[0] if selected else DEFAULT_PARITY_ROOT / "fcclip_r50"
-    check_parity_folder(folder)
-    return folder
+    return parity_folder_named("fcclip_r50")
 
 
 @pytest.fixture(scope="module")
