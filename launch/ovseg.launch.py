@@ -5,12 +5,18 @@
 
 Each camera topic becomes a camera named after it (/front/image_raw -> front) whose
 inputs are remapped: its image, and the camera_info beside it (/front/camera_info).
+depth_topics (one per camera topic, aligned to its image) turns on segments in 3D:
+
+    ros2 launch ovseg_ros ovseg.launch.py camera_topics:=/camera/color/image_raw \
+        depth_topics:=/camera/aligned_depth_to_color/image_raw checkpoint:=/models/eov_seg_r50.pth
+
 Arguments left empty keep the values of params_file (config/ovseg.yaml by default).
 If the node exits with an error (it cannot start, or fails), launch shuts down and
 exits non-zero.
 """
 
 import os
+import tempfile
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
@@ -31,9 +37,11 @@ ARGUMENTS = {
     "things": ("", "classes that are things, same syntax (default: inferred from COCO thing names)"),
     "device": ("", "auto, cpu, cuda, cuda:N"),
     "compressed": ("", "true to subscribe to <image topic>/compressed"),
+    "depth_topics": ("", "comma-separated depth image topics aligned to the camera topics, one each: segments in 3D"),
     "namespace": ("", "namespace of the node"),
     "params_file": ("", "parameter YAML (default: the package's config/ovseg.yaml)"),
-    "use_rviz": ("false", "also start rviz with config/ovseg.rviz"),
+    "use_rviz": ("false", "also start rviz with config/ovseg.rviz, showing the first camera's outputs"),
+    "rviz_frame": ("", "rviz's fixed frame: the camera's optical frame_id, or a frame TF connects it to (default: camera)"),
 }
 
 
@@ -45,13 +53,16 @@ def _true(text):
     return text.lower() in ("true", "1", "yes")
 
 
-def _camera_remappings(topics):
-    """(camera names, remappings) for image topics, as the node names its inputs."""
+def _camera_remappings(topics, depth_topics=()):
+    """(camera names, remappings) for image topics (and their aligned depth topics), as
+    the node names its inputs."""
     cameras = camera_names(topics)
-    images, infos = input_names(cameras, "image"), input_names(cameras, "camera_info")
+    images, infos, depths = (input_names(cameras, stream) for stream in ("image", "camera_info", "depth"))
     remappings = []
     for camera, topic in zip(cameras, topics):
         remappings += [(images[camera], topic), (infos[camera], sibling_topic(topic, "camera_info"))]
+    for camera, topic in zip(cameras, depth_topics):
+        remappings.append((depths[camera], topic))
     return cameras, remappings
 
 
@@ -62,14 +73,39 @@ def _on_node_exit(event, context):
     return [EmitEvent(event=Shutdown(reason="ovseg_node exited"))]
 
 
+def _rviz_config(share, node_namespace, camera, frame):
+    """The shipped rviz config pointed at this launch's topics: it is written for the node
+    in the root namespace and a camera named 'camera', in a frame named 'camera'."""
+    with open(os.path.join(share, "config", "ovseg.rviz")) as f:
+        text = f.read()
+    prefix = "/" + "/".join(part for part in (node_namespace.strip("/"), "ovseg_node", camera) if part) + "/"
+    text = text.replace("/ovseg_node/camera/", prefix)
+    if frame:
+        text = text.replace("Fixed Frame: camera", f"Fixed Frame: {frame}")
+    out = tempfile.NamedTemporaryFile("w", prefix="ovseg_", suffix=".rviz", delete=False)
+    with out:
+        out.write(text)
+    return out.name
+
+
 def _setup(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     share = get_package_share_directory("ovseg_ros")
     params_file = value["params_file"] or os.path.join(share, "config", "ovseg.yaml")
-    overrides, remappings = {}, []
+    overrides, remappings, cameras = {}, [], ["camera"]
+    depth_topics = _split(value["depth_topics"], ",")
     if value["camera_topics"]:
-        cameras, remappings = _camera_remappings(_split(value["camera_topics"], ","))
+        topics = _split(value["camera_topics"], ",")
+        if depth_topics and len(depth_topics) != len(topics):
+            raise ValueError(f"depth_topics names {len(depth_topics)} topic(s) for {len(topics)} camera topic(s): give one per camera")
+        cameras, remappings = _camera_remappings(topics, depth_topics)
         overrides["cameras"] = cameras
+    elif len(depth_topics) > 1:
+        raise ValueError("depth_topics names several topics: give camera_topics as well, one per depth topic")
+    elif depth_topics:
+        remappings = [("depth", depth_topics[0])]
+    if depth_topics:
+        overrides["use_depth"] = True
     if value["classes"]:
         overrides["classes"] = _split(value["classes"], ";")
     if value["things"]:
@@ -91,9 +127,8 @@ def _setup(context):
     )
     actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
     if _true(value["use_rviz"]):
-        actions.append(
-            Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(share, "config", "ovseg.rviz")], output="screen")
-        )
+        config = _rviz_config(share, value["namespace"], cameras[0], value["rviz_frame"])
+        actions.append(Node(package="rviz2", executable="rviz2", arguments=["-d", config], output="screen"))
     return actions
 
 

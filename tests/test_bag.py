@@ -78,3 +78,63 @@ def test_bag_refuses_unknown_topic_and_existing_output(input_bag, tmp_path, caps
     (tmp_path / "o2").mkdir()
     assert main(args + ["--topic", "/front/image_raw", "--out", str(tmp_path / "o2")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def rgbd_bag(tmp_path, typestore):
+    """Colour frames, their aligned depth (a plane 1.5 m away) and camera_info; each
+    depth image is recorded 30 ms after its colour frame, as drivers often do."""
+    from rosbags.rosbag2 import Writer
+    from support import make_camera_info
+
+    path = tmp_path / "rgbd_bag"
+    rng = np.random.default_rng(1)
+    types = typestore.types
+    Image, CameraInfo = types["sensor_msgs/msg/Image"], types["sensor_msgs/msg/CameraInfo"]
+    with Writer(path, version=8) as writer:
+        colour = writer.add_connection("/cam/color/image_raw", Image.__msgtype__, typestore=typestore)
+        info = writer.add_connection("/cam/color/camera_info", CameraInfo.__msgtype__, typestore=typestore)
+        depth = writer.add_connection("/cam/aligned_depth_to_color/image_raw", Image.__msgtype__, typestore=typestore)
+        for sec in (20, 21):
+            header = make_header(typestore, sec, 0)
+            rgb = rng.integers(0, 255, size=(48, 64, 3), dtype=np.uint8)  # stand-in weights find segments in noise
+            msgs = [
+                (colour, 0, Image(header=header, height=48, width=64, encoding="rgb8", is_bigendian=0, step=64 * 3, data=rgb.reshape(-1))),
+                (info, 1, make_camera_info(typestore, header, 48, 64)),
+                (depth, 30, Image(header=header, height=48, width=64, encoding="16UC1", is_bigendian=0, step=64 * 2,
+                                  data=np.full((48, 64), 1500, "<u2").reshape(-1).view(np.uint8))),
+            ]
+            for conn, delay_ms, msg in msgs:
+                writer.write(conn, sec * 10**9 + delay_ms * 10**6, typestore.serialize_cdr(msg, msg.__msgtype__))
+    return path
+
+
+def test_bag_with_depth_writes_segments_in_3d(rgbd_bag, tmp_path, typestore, capsys):
+    out_path = tmp_path / "out3d"
+    code = main([
+        "bag", str(rgbd_bag), "--topic", "/cam/color/image_raw", "--depth-topic", "/cam/aligned_depth_to_color/image_raw",
+        "--points", "--out", str(out_path), "--weights", "random", "--min-size", "0", "--vision-msgs", str(VISION),
+        "--classes", "person; box; floor", "--things", "person; box",
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "2/2 frames segmented (0 dropped, 2 in 3D)" in captured.out
+    topics = read_bag(out_path, typestore)
+    base = "/ovseg_node/cam/color"  # the camera is named after its image topic
+    assert len(topics["/cam/aligned_depth_to_color/image_raw"]) == 2  # inputs copied, depth included
+    for seg, det, cloud in zip(topics[f"{base}/segments"], topics[f"{base}/detections_3d"], topics[f"{base}/points"]):
+        measured = [s for s in seg.segments if s.depth_points > 0]
+        assert measured and all(abs(s.center_3d.z - 1.5) < 1e-3 for s in measured)
+        assert {d.id for d in det.detections} == {str(s.id) for s in measured if s.is_thing}
+        assert cloud.width == 24 * 32 and cloud.header == seg.header  # decimation 2
+    assert len(topics[f"{base}/camera_info"]) == 2
+
+
+def test_bag_depth_arguments_are_checked_before_the_model(rgbd_bag, tmp_path, capsys):
+    args = ["bag", str(rgbd_bag), "--topic", "/cam/color/image_raw", "--out", str(tmp_path / "o"), "--weights", "random"]
+    assert main(args + ["--depth-topic", "/cam/color/camera_info"]) == 2
+    assert "not sensor_msgs/msg/Image" in capsys.readouterr().err
+    assert main(args + ["--depth-topic", "/cam/aligned_depth_to_color/image_raw", "--depth-topic", "/x"]) == 2
+    assert "one per --topic" in capsys.readouterr().err
+    assert main(args + ["--points"]) == 2
+    assert "--points needs --depth-topic" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from support import make_header
 
 from ovseg_ros import messages
 from ovseg_ros.decode import decode_image
+from ovseg_ros.depth import POINT_DTYPE, SegmentGeometry
 from ovseg_ros.predictor import Prediction, Segment
 
 
@@ -53,6 +54,47 @@ def test_segment_array(typestore, prediction):
     assert (person.id, person.class_index, person.label, person.is_thing, person.area) == (1, 0, "person", True, 12)
     assert (person.bbox.x_offset, person.bbox.y_offset, person.bbox.width, person.bbox.height) == (2, 1, 4, 3)
     assert person.score == pytest.approx(0.9) and (person.centroid.x, person.centroid.y) == (3.5, 2.0)
+    assert person.depth_points == 0 and np.isnan([person.center_3d.z, person.size_3d.x]).all()  # no depth: NaN, 0 points
+
+
+@pytest.fixture()
+def geometry():
+    """Segment 1 measured (a box 2 m ahead), segment 2 without valid depth."""
+    return SegmentGeometry(
+        center=np.array([[0.1, -0.2, 2.0], [np.nan] * 3], np.float32),
+        size=np.array([[0.4, 0.5, 0.3], [np.nan] * 3], np.float32),
+        points=np.array([640, 0]),
+    )
+
+
+def test_segments_and_detections_in_3d(typestore, prediction, geometry):
+    factory = messages.RosbagsFactory(typestore)
+    header = make_header(typestore)
+    segments = round_trip(typestore, messages.segment_array(factory, header, prediction, geometry)).segments
+    assert segments[0].depth_points == 640 and segments[0].center_3d.z == pytest.approx(2.0)
+    assert (segments[0].size_3d.x, segments[0].size_3d.y) == pytest.approx((0.4, 0.5))
+    assert segments[1].depth_points == 0 and np.isnan(segments[1].center_3d.x)
+    msg = round_trip(typestore, messages.detection3d_array(factory, header, prediction, geometry))
+    assert msg.__msgtype__ == "vision_msgs/msg/Detection3DArray" and len(msg.detections) == 1  # things with depth only
+    det = msg.detections[0]
+    assert det.id == "1" and det.results[0].hypothesis.class_id == "person" and det.header.frame_id == "camera_optical"
+    assert (det.bbox.center.position.x, det.bbox.center.position.z, det.bbox.size.z) == pytest.approx((0.1, 2.0, 0.3))
+    assert det.bbox.center.orientation.w == 1.0 and det.results[0].pose.pose.position.z == pytest.approx(2.0)
+
+
+def test_point_cloud2_layout(typestore):
+    factory = messages.RosbagsFactory(typestore)
+    cloud = np.zeros(3, POINT_DTYPE)
+    cloud["x"], cloud["z"], cloud["class_index"], cloud["segment_id"] = [1, 2, 3], 2.5, [0, 4, 65535], [1, 1, 0]
+    cloud["rgb"] = np.array([0xFF0000, 0x00FF00, 0x0000FF], np.uint32).view(np.float32)
+    msg = round_trip(typestore, messages.point_cloud2(factory, make_header(typestore), cloud))
+    assert (msg.height, msg.width, msg.point_step, msg.row_step, msg.is_bigendian, msg.is_dense) == (1, 3, 24, 72, False, True)
+    fields = {f.name: (f.offset, f.datatype, f.count) for f in msg.fields}
+    assert fields == {"x": (0, 7, 1), "y": (4, 7, 1), "z": (8, 7, 1), "rgb": (12, 7, 1),
+                      "class_index": (16, 4, 1), "segment_id": (20, 6, 1)}
+    back = np.frombuffer(msg.data.tobytes(), POINT_DTYPE)
+    assert back["x"].tolist() == [1, 2, 3] and back["class_index"].tolist() == [0, 4, 65535]
+    assert back["rgb"].view(np.uint32).tolist() == [0xFF0000, 0x00FF00, 0x0000FF]
 
 
 def test_detections_only_things(typestore, prediction):

@@ -249,6 +249,56 @@ def test_pipeline_republishes_camera_info_with_the_image_header(tiny_predictor, 
     assert out.camera_info.header == out.segments.header and out.camera_info.width == 30
 
 
+def depth_message(typestore, depth_mm: np.ndarray, sec: int = 7, nanosec: int = 0):
+    return typestore.types["sensor_msgs/msg/Image"](
+        header=make_header(typestore, sec, nanosec), height=depth_mm.shape[0], width=depth_mm.shape[1], encoding="16UC1",
+        is_bigendian=0, step=depth_mm.shape[1] * 2, data=depth_mm.astype("<u2").reshape(-1).view(np.uint8),
+    )
+
+
+def test_pipeline_measures_segments_in_3d_from_matched_depth(tiny_predictor, typestore):
+    warnings = []
+    pipeline = FramePipeline(tiny_predictor, messages.RosbagsFactory(typestore), warn=warnings.append)
+    side = SideInputs(["front"], slop=0.01, depth=True)
+    side.camera_info["front"].put(make_camera_info(typestore, make_header(typestore, 7, 0), 40, 30))
+    side.depth["front"].put(depth_message(typestore, np.full((40, 30), 2000), nanosec=3_000_000))  # a wall 2 m away
+    frame = Frame("front", rgb_message(typestore, np.full((40, 30, 3), 90, np.uint8), sec=7), 0.0)
+    (out,) = pipeline.process([frame], side_inputs=side, wants_points=lambda camera: True)
+    assert not warnings and pipeline.stats.in_3d["front"] == 1 and pipeline.stats.median_ms("depth") is not None
+    measured = [s for s in out.segments.segments if s.depth_points > 0]
+    assert measured and all(s.center_3d.z == pytest.approx(2.0, abs=1e-3) for s in measured)
+    things = {s.id for s in measured if s.is_thing}
+    assert {int(d.id) for d in out.detections_3d.detections} == things
+    assert out.points.width == 20 * 15  # decimation 2, all depth valid
+
+    (out,) = pipeline.process([frame], side_inputs=side)
+    assert out.points is None  # the cloud only while asked for
+
+    late = Frame("front", rgb_message(typestore, np.zeros((40, 30, 3), np.uint8), sec=9), 0.0)
+    (out,) = pipeline.process([late], side_inputs=side)  # no depth near this stamp: 2D goes on
+    assert out.detections_3d is None and all(s.depth_points == 0 for s in out.segments.segments)
+    assert "no depth image within sync_slop" in warnings[-1] and pipeline.stats.without_3d["front"] == 1
+
+
+@pytest.mark.parametrize(
+    "depth, info_fx, reason",
+    [
+        (np.full((20, 30), 2000), 500.0, "must be aligned"),
+        (np.zeros((40, 30)), 500.0, "no valid pixel"),
+        (np.full((40, 30), 2000), 0.0, "focal length"),
+    ],
+)
+def test_unusable_depth_is_warned_and_2d_goes_on(tiny_predictor, typestore, depth, info_fx, reason):
+    warnings = []
+    pipeline = FramePipeline(tiny_predictor, messages.RosbagsFactory(typestore), warn=warnings.append)
+    side = SideInputs(["front"], slop=0.01, depth=True)
+    side.camera_info["front"].put(make_camera_info(typestore, make_header(typestore, 7, 0), 40, 30, fx=info_fx))
+    side.depth["front"].put(depth_message(typestore, depth))
+    (out,) = pipeline.process([Frame("front", rgb_message(typestore, np.zeros((40, 30, 3), np.uint8), sec=7), 0.0)], side_inputs=side)
+    assert out.detections_3d is None and out.segments is not None and out.panoptic is not None
+    assert len(warnings) == 1 and reason in warnings[0] and "[front]" in warnings[0]
+
+
 def test_throttled_warnings():
     clock, seen = FakeClock(), []
     warn = ThrottledWarnings(seen.append, period=5.0, clock=clock)

@@ -55,6 +55,9 @@ EXPECTATIONS = (
     Expect(r"^source install/setup\.bash$", not_run="tools/ros_env.sh sources ros2_ws/install/setup.bash for the ROS tests"),
     Expect(r"^ros2 launch ovseg_ros ovseg\.launch\.py camera_topics:=/front/image_raw checkpoint:=/models/",
            not_run="needs a real checkpoint at /models; tests/ros launch the same file with weights:=random"),
+    Expect(r"^ros2 launch ovseg_ros ovseg\.launch\.py camera_topics:=/camera/color/image_raw +depth_topics:=",
+           not_run="needs a real checkpoint at /models; tests/ros/test_launch.py and test_depth_node.py launch with depth_topics "
+                   "and weights:=random"),
     Expect(r"^ros2 run ovseg_ros ovseg_node --ros-args -p weights:=random", output="segmenting /front/image_raw \\(front\\)"),
     Expect(r"^ros2 launch ovseg_ros ovseg\.launch\.py params_file:=tensorrt\.yaml",
            not_run="needs TensorRT and a GPU (not installable here); the tensorrt backend's tests skip with that reason"),
@@ -71,6 +74,8 @@ EXPECTATIONS = (
     Expect(r"^torchrun --nnodes 2", not_run="needs a second machine at HOST:29500"),
     Expect(r"^ovseg-eval --checkpoint output/eovseg_r50/model_0200000\.pth", code=2, output="dataset annotations not found"),
     Expect(r"^\.venv/bin/python benchmarks/bench_core\.py --json bench_core\.json$", output=r"vocabulary encode", files=("bench_core.json",)),
+    Expect(r"^\.venv/bin/python benchmarks/bench_depth\.py --json bench_depth\.json$", output=r"per-segment loop / ours",
+           files=("bench_depth.json",)),
     Expect(r"^python:", output=""),  # the README's Python example (run with the sample image as img.jpg)
 )
 

@@ -1,6 +1,11 @@
 """Offline: run the node's pipeline over a rosbag2 and write its outputs to a new bag,
 without ROS installed (uses `rosbags`). Output topics and types are the node's, so the
-result plays back into rviz like a live run."""
+result plays back into rviz like a live run.
+
+With depth and camera_info topics, frames are measured in 3D as the node does: each
+image waits until the bag has moved `wait` seconds past it, so that a depth image or
+camera_info recorded just after it can still be matched (by header stamp, within slop).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,17 @@ from typing import Callable, Sequence
 
 from ovseg_ros import messages
 from ovseg_ros.interfaces import rosbags_typestore
-from ovseg_ros.node.cameras import camera_names
+from ovseg_ros.node.cameras import camera_names, sibling_topic
 from ovseg_ros.node.frames import Frame
 from ovseg_ros.node.params import NodeParameters, QosSpec
 from ovseg_ros.node.pipeline import FramePipeline
+from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+DEPTH_TYPE, CAMERA_INFO_TYPE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
 _NODE_QOS = NodeParameters(weights="random")
 OUTPUT_QOS, LABEL_INFO_QOS = _NODE_QOS.output_qos, _NODE_QOS.label_info_qos
 
@@ -49,11 +56,22 @@ class BagReport:
     dropped: int = 0
     topics_out: tuple[str, ...] = ()
     detections: bool = False
+    frames_in_3d: int = 0
 
 
-def check_bag_inputs(bag_in: str | Path, bag_out: str | Path, topics: Sequence[str]) -> None:
+def camera_info_topics(topics: Sequence[str], depth_topics: Sequence[str], info_topics: Sequence[str]) -> list[str]:
+    """With depth, one camera_info topic per camera: the given ones, or those beside the images."""
+    if not depth_topics:
+        return list(info_topics)
+    return list(info_topics) or [sibling_topic(topic, "camera_info") for topic in topics]
+
+
+def check_bag_inputs(
+    bag_in: str | Path, bag_out: str | Path, topics: Sequence[str], depth_topics: Sequence[str] = (), info_topics: Sequence[str] = ()
+) -> None:
     """Everything about the bags that can be wrong, checked before a model is built:
-    the input exists and has the topics as images, the output does not exist yet."""
+    the input exists and has the topics with the right types (one depth and camera_info
+    topic per camera when depth is used), the output does not exist yet."""
     from rosbags.rosbag2 import Reader
 
     bag_in, bag_out = Path(bag_in), Path(bag_out)
@@ -61,18 +79,28 @@ def check_bag_inputs(bag_in: str | Path, bag_out: str | Path, topics: Sequence[s
         raise FileNotFoundError(f"input bag not found: {bag_in}")
     if bag_out.exists():
         raise FileExistsError(f"output bag {bag_out} exists already")
+    if depth_topics and len(depth_topics) != len(topics):
+        raise ValueError(f"{len(depth_topics)} depth topic(s) for {len(topics)} image topic(s): give one per --topic, in order")
+    if info_topics and not depth_topics:
+        raise ValueError("--camera-info-topic is used with --depth-topic only (the 3D boxes need the intrinsics)")
+    info_topics = camera_info_topics(topics, depth_topics, info_topics)
+    if len(info_topics) != len(depth_topics):
+        raise ValueError(f"{len(info_topics)} camera_info topic(s) for {len(depth_topics)} depth topic(s): give one per --topic")
     try:
         with Reader(bag_in) as reader:
             available = {c.topic: c.msgtype for c in reader.connections}
     except Exception as exc:  # noqa: BLE001 - rosbags raises its own errors for damaged or foreign folders
         raise ValueError(f"cannot read {bag_in} as a rosbag2: {exc}") from exc
     images = [t for t, msgtype in available.items() if msgtype in IMAGE_TYPES]
-    missing = [t for t in topics if t not in available]
+    missing = [t for t in [*topics, *depth_topics, *info_topics] if t not in available]
     if missing:
         raise ValueError(f"topic(s) not in the bag: {', '.join(missing)}; image topics there: {', '.join(images) or 'none'}")
     for topic in topics:
         if available[topic] not in IMAGE_TYPES:
             raise ValueError(f"{topic} carries {available[topic]}, not an image type")
+    for topic, wanted in [*((t, DEPTH_TYPE) for t in depth_topics), *((t, CAMERA_INFO_TYPE) for t in info_topics)]:
+        if available[topic] != wanted:
+            raise ValueError(f"{topic} carries {available[topic]}, not {wanted}")
 
 
 def process_bag(
@@ -85,6 +113,13 @@ def process_bag(
     copy_input: bool = True,
     vision_msgs_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    depth_topics: Sequence[str] = (),
+    info_topics: Sequence[str] = (),
+    points: bool = False,
+    slop: float = 0.02,
+    wait: float = 0.5,
+    depth_erosion: int = 2,
+    points_decimation: int = 2,
 ) -> BagReport:
     from rosbags.rosbag2 import Reader, Writer
 
@@ -93,15 +128,20 @@ def process_bag(
         log.warning("vision_msgs definitions not found: detections and label_info are not written "
                     "(source a ROS install, or pass --vision-msgs DIR)")
     factory = messages.RosbagsFactory(typestore)
-    pipeline = FramePipeline(predictor, factory, warn=log.warning, with_detections=has_vision)
+    pipeline = FramePipeline(predictor, factory, warn=log.warning, with_detections=has_vision,
+                             depth_erosion=depth_erosion, points_decimation=points_decimation)
+    check_bag_inputs(bag_in, bag_out, topics, depth_topics, info_topics)
+    info_topics = camera_info_topics(topics, depth_topics, info_topics)
     cameras = dict(zip(topics, camera_names(topics)))
+    side_inputs = SideInputs(cameras.values(), slop, size=64, depth=bool(depth_topics))
+    side_topics = {**{t: side_inputs.depth[cameras[i]] for i, t in zip(topics, depth_topics)},
+                   **{t: side_inputs.camera_info[cameras[i]] for i, t in zip(topics, info_topics)}}
     report = BagReport(detections=has_vision)
     bag_out = Path(bag_out)
-    check_bag_inputs(bag_in, bag_out, topics)
 
     with Reader(bag_in) as reader:
         available = {c.topic: c for c in reader.connections}
-        wanted = [available[t] for t in topics]
+        wanted = [available[t] for t in [*topics, *side_topics]]
 
         with Writer(bag_out, version=8) as writer:
             connections = {}
@@ -118,21 +158,14 @@ def process_bag(
                 writer.write(connection(topic, msgtype, qos), timestamp, typestore.serialize_cdr(msg, msgtype))
 
             label_info_written = False
-            for conn, timestamp, raw in reader.messages(connections=wanted):
-                report.frames_in += 1
-                camera = cameras[conn.topic]
-                if copy_input:
-                    writer.write(connection(conn.topic, conn.msgtype, source=conn), timestamp, raw)
-                try:
-                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
-                except Exception as exc:  # a damaged record: drop it, keep going
-                    report.dropped += 1
-                    log.warning("[%s] undecodable message at %d dropped: %s", camera, timestamp, exc)
-                    continue
-                outputs = pipeline.process([Frame(camera, msg, 0.0)], wants_overlay=lambda _: overlay)
+
+            def segment(camera: str, timestamp: int, msg) -> None:
+                nonlocal label_info_written
+                outputs = pipeline.process([Frame(camera, msg, 0.0)], wants_overlay=lambda _: overlay,
+                                           side_inputs=side_inputs, wants_points=lambda _: points)
                 if not outputs:
                     report.dropped += 1
-                    continue
+                    return
                 out = outputs[0]
                 base = f"/{node_name}/{camera}"
                 write(f"{base}/panoptic", "sensor_msgs/msg/Image", timestamp, out.panoptic)
@@ -140,6 +173,13 @@ def process_bag(
                 write(f"{base}/segments", "ovseg_msgs/msg/SegmentArray", timestamp, out.segments)
                 if out.detections is not None:
                     write(f"{base}/detections", "vision_msgs/msg/Detection2DArray", timestamp, out.detections)
+                if out.detections_3d is not None:
+                    write(f"{base}/detections_3d", "vision_msgs/msg/Detection3DArray", timestamp, out.detections_3d)
+                    report.frames_in_3d += 1
+                if out.points is not None:
+                    write(f"{base}/points", "sensor_msgs/msg/PointCloud2", timestamp, out.points)
+                if out.camera_info is not None:
+                    write(f"{base}/camera_info", CAMERA_INFO_TYPE, timestamp, out.camera_info)
                 if out.overlay is not None:
                     write(f"{base}/overlay", "sensor_msgs/msg/Image", timestamp, out.overlay)
                 if has_vision and not label_info_written:
@@ -149,5 +189,28 @@ def process_bag(
                 report.frames_out += 1
                 if progress:
                     progress(1)
+
+            pending: list[tuple[int, str, object]] = []  # images waiting for a later depth/camera_info
+            for conn, timestamp, raw in reader.messages(connections=wanted):
+                if copy_input:
+                    writer.write(connection(conn.topic, conn.msgtype, source=conn), timestamp, raw)
+                is_image = conn.topic in cameras
+                report.frames_in += is_image
+                try:
+                    msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                except Exception as exc:  # a damaged record: drop it, keep going
+                    report.dropped += is_image
+                    log.warning("[%s] undecodable message at %d dropped: %s", conn.topic, timestamp, exc)
+                    continue
+                if is_image:
+                    pending.append((timestamp, cameras[conn.topic], msg))
+                else:
+                    side_topics[conn.topic].put(msg)
+                waited = int(wait * 1e9) if side_topics else -1
+                while pending and timestamp - pending[0][0] > waited:
+                    segment(pending[0][1], pending[0][0], pending[0][2])
+                    pending.pop(0)
+            for timestamp, camera, msg in pending:
+                segment(camera, timestamp, msg)
             report.topics_out = tuple(sorted(connections))
     return report

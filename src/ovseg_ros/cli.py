@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--overlay", action="store_true", help="also write rgb8 overlays")
     bag.add_argument("--no-copy-input", action="store_true", help="do not copy the camera topics into the output")
     bag.add_argument("--vision-msgs", help="folder with vision_msgs msg/*.msg when ROS is not installed")
+    bag.add_argument("--depth-topic", action="append", default=[],
+                     help="depth image aligned to the --topic of the same position (16UC1 mm or 32FC1 m): segments in 3D")
+    bag.add_argument("--camera-info-topic", action="append", default=[],
+                     help="camera_info of the --topic of the same position (default: the one beside the image topic)")
+    bag.add_argument("--points", action="store_true", help="with depth, also write the labelled point clouds")
+    bag.add_argument("--sync-slop", type=float, default=0.02, help="seconds a depth/camera_info stamp may differ from its image's")
     _add_model_arguments(bag)
     bag.set_defaults(run=run_bag)
 
@@ -237,14 +243,18 @@ def run_bag(args: argparse.Namespace) -> int:
 
     from ovseg_ros.bag import check_bag_inputs, process_bag
 
-    check_bag_inputs(args.bag_in, args.out, args.topic)
+    if args.points and not args.depth_topic:
+        raise ValueError("--points needs --depth-topic")
+    check_bag_inputs(args.bag_in, args.out, args.topic, args.depth_topic, args.camera_info_topic)
     predictor = make_predictor(args)
     with tqdm(desc="frames", unit="frame", file=sys.stderr) as bar:
         report = process_bag(
             predictor, args.bag_in, args.out, args.topic, node_name=args.node_name, overlay=args.overlay,
             copy_input=not args.no_copy_input, vision_msgs_dir=args.vision_msgs, progress=bar.update,
+            depth_topics=args.depth_topic, info_topics=args.camera_info_topic, points=args.points, slop=args.sync_slop,
         )
-    print(f"{report.frames_out}/{report.frames_in} frames segmented ({report.dropped} dropped) -> {args.out}")
+    in_3d = f", {report.frames_in_3d} in 3D" if args.depth_topic else ""
+    print(f"{report.frames_out}/{report.frames_in} frames segmented ({report.dropped} dropped{in_3d}) -> {args.out}")
     for topic in report.topics_out:
         print(f"  {topic}")
     return 0 if report.dropped == 0 else 1

@@ -14,6 +14,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ovseg_ros.depth import POINT_FIELDS, SegmentGeometry
 from ovseg_ros.predictor import Prediction, Segment
 
 SEMANTIC_NONE = 65535  # value of unlabelled pixels in the semantic image
@@ -111,17 +112,26 @@ def semantic_image(factory: MessageFactory, header, prediction: Prediction) -> A
     return image(factory, header, labels, "mono16")
 
 
-def segment_array(factory: MessageFactory, header, prediction: Prediction) -> Any:
+def segment_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry | None = None) -> Any:
+    """All segments; with `geometry` (indexed by segment id - 1), their 3D boxes too."""
     return factory.new(
         "ovseg_msgs/msg/SegmentArray",
         header=header,
         vocabulary_version=prediction.vocabulary_version,
-        segments=[_segment(factory, s) for s in prediction.segments],
+        segments=[_segment(factory, s, geometry) for s in prediction.segments],
     )
 
 
-def _segment(factory: MessageFactory, s: Segment) -> Any:
+def _box_fields(geometry: SegmentGeometry | None, segment_id: int) -> tuple[list[float], list[float], int]:
+    if geometry is None or not 0 < segment_id <= len(geometry.points):
+        return [float("nan")] * 3, [float("nan")] * 3, 0
+    i = segment_id - 1
+    return geometry.center[i].tolist(), geometry.size[i].tolist(), int(geometry.points[i])
+
+
+def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | None = None) -> Any:
     x, y, w, h = s.bbox
+    center, size, points = _box_fields(geometry, s.id)
     return factory.new(
         "ovseg_msgs/msg/Segment",
         id=s.id,
@@ -132,6 +142,9 @@ def _segment(factory: MessageFactory, s: Segment) -> Any:
         area=s.area,
         bbox=factory.new("sensor_msgs/msg/RegionOfInterest", x_offset=x, y_offset=y, height=h, width=w, do_rectify=False),
         centroid=factory.new("geometry_msgs/msg/Point", x=float(s.centroid[0]), y=float(s.centroid[1]), z=0.0),
+        center_3d=factory.new("geometry_msgs/msg/Point", x=center[0], y=center[1], z=center[2]),
+        size_3d=factory.new("geometry_msgs/msg/Vector3", x=size[0], y=size[1], z=size[2]),
+        depth_points=points,
     )
 
 
@@ -142,22 +155,27 @@ def detection_array(factory: MessageFactory, header, prediction: Prediction) -> 
     return factory.new("vision_msgs/msg/Detection2DArray", header=header, detections=detections)
 
 
-def _detection(factory: MessageFactory, header, s: Segment) -> Any:
-    x, y, w, h = s.bbox
-    identity_pose = factory.new(
-        "geometry_msgs/msg/PoseWithCovariance",
-        pose=factory.new(
-            "geometry_msgs/msg/Pose",
-            position=factory.new("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0),
-            orientation=factory.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
-        ),
-        covariance=factory.float64_array(np.zeros(36)),
+def _pose(factory: MessageFactory, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
+    return factory.new(
+        "geometry_msgs/msg/Pose",
+        position=factory.new("geometry_msgs/msg/Point", x=position[0], y=position[1], z=position[2]),
+        orientation=factory.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
     )
-    hypothesis = factory.new(
+
+
+def _hypothesis(factory: MessageFactory, s: Segment, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
+    """class_id = label, score; the pose is the 3D box centre (identity in 2D)."""
+    return factory.new(
         "vision_msgs/msg/ObjectHypothesisWithPose",
         hypothesis=factory.new("vision_msgs/msg/ObjectHypothesis", class_id=s.label, score=float(s.score)),
-        pose=identity_pose,
+        pose=factory.new("geometry_msgs/msg/PoseWithCovariance", pose=_pose(factory, position),
+                         covariance=factory.float64_array(np.zeros(36))),
     )
+
+
+def _detection(factory: MessageFactory, header, s: Segment) -> Any:
+    x, y, w, h = s.bbox
+    hypothesis = _hypothesis(factory, s)
     center = factory.new(
         "vision_msgs/msg/Pose2D",
         position=factory.new("vision_msgs/msg/Point2D", x=x + w / 2.0, y=y + h / 2.0),
@@ -169,6 +187,46 @@ def _detection(factory: MessageFactory, header, s: Segment) -> Any:
         results=[hypothesis],
         bbox=factory.new("vision_msgs/msg/BoundingBox2D", center=center, size_x=float(w), size_y=float(h)),
         id=str(s.id),
+    )
+
+
+def detection3d_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry) -> Any:
+    """vision_msgs/Detection3DArray of the thing segments with valid depth: id and class
+    as in 2D, bbox = the segment's axis-aligned 3D box in the camera's optical frame."""
+    detections = []
+    for s in prediction.segments:
+        center, size, points = _box_fields(geometry, s.id)
+        if not s.is_thing or points == 0:
+            continue
+        bbox = factory.new(
+            "vision_msgs/msg/BoundingBox3D",
+            center=_pose(factory, center),
+            size=factory.new("geometry_msgs/msg/Vector3", x=size[0], y=size[1], z=size[2]),
+        )
+        detections.append(
+            factory.new("vision_msgs/msg/Detection3D", header=header, results=[_hypothesis(factory, s, center)], bbox=bbox, id=str(s.id))
+        )
+    return factory.new("vision_msgs/msg/Detection3DArray", header=header, detections=detections)
+
+
+def point_cloud2(factory: MessageFactory, header, cloud: np.ndarray) -> Any:
+    """sensor_msgs/PointCloud2 of a labelled cloud from ovseg_ros.depth.point_cloud: one
+    row of points with x, y, z, rgb (float32; rgb packed as PCL does), class_index
+    (uint16, 65535 = none) and segment_id (uint32, the panoptic id; 0 = no segment)."""
+    fields = [factory.new("sensor_msgs/msg/PointField", name=name, offset=offset, datatype=datatype, count=1)
+              for name, offset, datatype, _ in POINT_FIELDS]
+    step = cloud.dtype.itemsize
+    return factory.new(
+        "sensor_msgs/msg/PointCloud2",
+        header=header,
+        height=1,
+        width=len(cloud),
+        fields=fields,
+        is_bigendian=False,
+        point_step=step,
+        row_step=step * len(cloud),
+        data=factory.uint8_array(cloud.view(np.uint8)),
+        is_dense=True,  # points without depth are left out
     )
 
 

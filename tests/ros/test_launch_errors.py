@@ -47,3 +47,31 @@ def test_cannot_start_exits_non_zero(args, reason, tmp_path):
 def test_cuda_requested_without_cuda(tmp_path):
     code, log, _ = run_to_exit(["weights:=random", "device:=cuda"], tmp_path / "launch.log")
     assert code != 0 and "CUDA is not available here" in log, log
+
+
+def test_depth_topics_must_match_the_cameras(tmp_path):
+    code, log, seconds = run_to_exit(
+        ["weights:=random", "camera_topics:=/a/image_raw,/b/image_raw", "depth_topics:=/a/depth"], tmp_path / "launch.log"
+    )
+    assert code != 0 and "depth_topics names 1 topic(s) for 2 camera topic(s)" in log, log
+    assert seconds < 60  # refused by the launch file itself: no model is built
+
+
+def test_rviz_config_follows_the_launch(tmp_path):
+    """use_rviz shows the first camera's outputs of this launch, in the frame given."""
+    import importlib.util
+
+    import yaml
+    from ament_index_python.packages import get_package_share_directory
+
+    share = get_package_share_directory("ovseg_ros")
+    spec = importlib.util.spec_from_file_location("ovseg_launch", f"{share}/launch/ovseg.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = yaml.safe_load(open(module._rviz_config(share, "robot1", "front", "front_optical")))
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "front_optical"
+    topics = {d["Name"]: d["Topic"]["Value"] for d in manager["Displays"]}
+    assert topics["Points by class"] == "/robot1/ovseg_node/front/points"
+    assert topics["3D boxes"] == "/robot1/ovseg_node/front/detections_3d"
+    assert topics["Overlay"] == "/robot1/ovseg_node/front/overlay"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ovseg_ros.node.frames import LatestFrameSlots
-from ovseg_ros.node.pipeline import STAGES, PipelineStats
+from ovseg_ros.node.pipeline import DEPTH_STAGE, STAGES, PipelineStats
 
 OK, WARN, ERROR = 0, 1, 2
 
@@ -34,7 +34,7 @@ def summarize(
 ) -> tuple[int, str, dict[str, str]]:
     """(level, message, key/values) for one DiagnosticStatus."""
     values: dict[str, str] = {"vocabulary_version": str(vocabulary_version)}
-    for stage in STAGES:
+    for stage in STAGES + ((DEPTH_STAGE,) if stats.latency.get(DEPTH_STAGE) else ()):
         median = stats.median_ms(stage)
         values[f"latency_{stage}_ms"] = f"{median:.1f}" if median is not None else "n/a"
     level, problems = OK, []
@@ -47,12 +47,18 @@ def summarize(
         values[f"{camera}/dropped_bad_input"] = str(stats.bad_input[camera])
         values[f"{camera}/failed"] = str(stats.failed[camera])
         values[f"{camera}/overlays_rendered"] = str(stats.overlays[camera])
+        if stats.in_3d[camera] or stats.without_3d[camera]:
+            values[f"{camera}/frames_in_3d"] = str(stats.in_3d[camera])
+            values[f"{camera}/frames_without_3d"] = str(stats.without_3d[camera])
         if stats.failed[camera]:
             level = max(level, ERROR)
             problems.append(f"{camera}: inference failures")
         if stats.bad_input[camera]:
             level = max(level, WARN)
             problems.append(f"{camera}: bad input frames")
+        if stats.without_3d[camera]:
+            level = max(level, WARN)
+            problems.append(f"{camera}: frames without usable depth")
         if slots.received[camera] == 0:
             level = max(level, WARN)
             problems.append(f"{camera}: no frames received")

@@ -70,7 +70,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("compressed", False, "subscribe to <image>/compressed (sensor_msgs/CompressedImage)"),
     ParameterSpec("qos_reliability", "best_effort", "camera subscription reliability", choices=("best_effort", "reliable")),
     ParameterSpec("qos_depth", 1, "camera subscription queue depth (only the newest frame is used)", minimum=1, maximum=100),
-    ParameterSpec("sync_slop", 0.02, "seconds a camera_info stamp may differ from its image's", minimum=0.0, maximum=1.0),
+    ParameterSpec("sync_slop", 0.02, "seconds a camera_info or depth stamp may differ from its image's", minimum=0.0, maximum=1.0),
+    ParameterSpec(
+        "use_depth", False, "subscribe to each camera's depth image aligned to it ('depth', or '<camera>/depth' with several "
+        "cameras; 16UC1 mm or 32FC1 m) and publish segments in 3D",
+    ),
+    ParameterSpec("depth_erosion", 2, "pixels dropped from each mask's edge before the 3D box (grown back where depth "
+                  "continues the surface)", minimum=0, maximum=10),
+    ParameterSpec("points_decimation", 2, "the labelled point cloud keeps every n-th pixel in each direction", minimum=1, maximum=16),
     ParameterSpec("publish_overlay", True, "publish the rgb8 overlay (rendered only while someone subscribes)"),
     ParameterSpec("max_batch", 4, "largest number of cameras' frames run as one batch", minimum=1, maximum=16),
     ParameterSpec("max_frame_age", 0.0, "drop frames older than this many seconds when their turn comes (0: never)", minimum=0.0, maximum=60.0),
@@ -113,6 +120,9 @@ class NodeParameters:
     qos_reliability: str = "best_effort"
     qos_depth: int = 1
     sync_slop: float = 0.02
+    use_depth: bool = False
+    depth_erosion: int = 2
+    points_decimation: int = 2
     publish_overlay: bool = True
     max_batch: int = 4
     max_frame_age: float = 0.0

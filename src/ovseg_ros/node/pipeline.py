@@ -1,7 +1,9 @@
 """One worker step: camera messages -> decode -> predict (preprocess, engine,
-postprocess) -> output messages, with per-stage timing. Shared by the ROS node and the
-offline bag tool. A frame that fails to decode is dropped with a (throttled) warning;
-the others go on."""
+postprocess) -> [segments in 3D from the aligned depth] -> output messages, with
+per-stage timing. Shared by the ROS node and the offline bag tool. A frame that fails to
+decode is dropped with a (throttled) warning; the others go on. Depth that cannot be
+used (missing, mismatched, no camera_info) is warned about the same way and the frame's
+2D outputs go on."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from ovseg_ros import messages
 from ovseg_ros.decode import decode
+from ovseg_ros.depth import DepthError, Intrinsics, SegmentGeometry, SegmentMeasurer, decode_depth, point_cloud
 from ovseg_ros.node.frames import Frame
 from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor, StageTimes
@@ -19,6 +22,7 @@ from ovseg_ros.preprocess import ImageError
 from ovseg_ros.visualize import render_overlay
 
 STAGES = ("decode", "preprocess", "engine", "postprocess", "messages")
+DEPTH_STAGE = "depth"  # recorded only for frames with depth
 
 
 @dataclass
@@ -30,6 +34,8 @@ class CameraOutput:
     detections: Any | None = None
     overlay: Any | None = None
     camera_info: Any | None = None  # the camera's, matched by stamp, with the image's header
+    detections_3d: Any | None = None  # frames with depth only
+    points: Any | None = None  # frames with depth, while asked for
     vocabulary_version: int = 0
 
 
@@ -42,6 +48,8 @@ class PipelineStats:
     bad_input: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)
     overlays: Counter = field(default_factory=Counter)  # rendered (only while someone subscribes)
+    in_3d: Counter = field(default_factory=Counter)  # frames measured in 3D
+    without_3d: Counter = field(default_factory=Counter)  # frames whose depth was missing or unusable
     latency: dict = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=100)))
     output_times: dict = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=100)))
 
@@ -83,6 +91,8 @@ class FramePipeline:
         warn: Callable[[str], None],
         with_detections: bool = True,
         clock=time.monotonic,
+        depth_erosion: int = 2,
+        points_decimation: int = 2,
     ) -> None:
         self.predictor = predictor
         self.factory = factory
@@ -90,12 +100,15 @@ class FramePipeline:
         self.warnings = ThrottledWarnings(warn, clock=clock)
         self.clock = clock
         self.stats = PipelineStats()
+        self.depth_erosion, self.points_decimation = depth_erosion, points_decimation
+        self._measurers: dict[str, SegmentMeasurer] = {}  # per camera: each keeps buffers of its image size
 
     def process(
         self,
         frames: Sequence[Frame],
         wants_overlay: Callable[[str], bool] = lambda camera: False,
         side_inputs: SideInputs | None = None,
+        wants_points: Callable[[str], bool] = lambda camera: False,
     ) -> list[CameraOutput]:
         start = time.perf_counter()
         images, accepted = [], []
@@ -119,19 +132,28 @@ class FramePipeline:
             return []
         predicted = time.perf_counter()
 
-        outputs = []
+        outputs, depth_seconds = [], 0.0
         for frame, image, prediction in zip(accepted, images, predictions):
             header = frame.message.header
+            info = side_inputs.camera_info_for(frame.camera, header) if side_inputs is not None else None
+            geometry, cloud = None, None
+            if side_inputs is not None and side_inputs.depth:
+                started = time.perf_counter()
+                geometry, cloud = self._in_3d(frame.camera, header, image, prediction, side_inputs, info, wants_points(frame.camera))
+                depth_seconds += time.perf_counter() - started
             output = CameraOutput(
                 camera=frame.camera,
                 panoptic=messages.panoptic_image(self.factory, header, prediction),
                 semantic=messages.semantic_image(self.factory, header, prediction),
-                segments=messages.segment_array(self.factory, header, prediction),
+                segments=messages.segment_array(self.factory, header, prediction, geometry),
                 vocabulary_version=prediction.vocabulary_version,
             )
             if self.with_detections:
                 output.detections = messages.detection_array(self.factory, header, prediction)
-            info = side_inputs.camera_info_for(frame.camera, header) if side_inputs is not None else None
+                if geometry is not None:
+                    output.detections_3d = messages.detection3d_array(self.factory, header, prediction, geometry)
+            if cloud is not None:
+                output.points = messages.point_cloud2(self.factory, header, cloud)
             if info is not None:
                 output.camera_info = self.factory.with_header(info, header)
             if wants_overlay(frame.camera):
@@ -147,9 +169,35 @@ class FramePipeline:
         for stage in ("preprocess", "engine", "postprocess"):
             if stage in times.values:
                 self.stats.record(stage, times.values[stage])
-        self.stats.record("messages", finished - predicted)
+        self.stats.record("messages", finished - predicted - depth_seconds)
+        if depth_seconds:
+            self.stats.record(DEPTH_STAGE, depth_seconds)
         now = self.clock()
         for output in outputs:
             self.stats.processed[output.camera] += 1
             self.stats.output_times[output.camera].append(now)
         return outputs
+
+    def _in_3d(self, camera: str, header, image, prediction, side_inputs: SideInputs, info, with_cloud: bool):
+        """(geometry, labelled cloud or None) from the depth image matched to this frame;
+        (None, None) with a throttled warning when there is none or it cannot be used."""
+        slop = side_inputs.slop
+        try:
+            depth_msg = side_inputs.depth_for(camera, header)
+            if depth_msg is None:
+                raise DepthError(f"no depth image within sync_slop ({slop} s) of the frame", "depth_missing")
+            if info is None:
+                raise DepthError(f"depth needs the colour camera's camera_info: none within sync_slop ({slop} s)", "camera_info_missing")
+            size = image.shape[:2]
+            intrinsics = Intrinsics.from_camera_info(info, size)
+            depth = decode_depth(depth_msg, size)
+        except DepthError as exc:
+            self.stats.without_3d[camera] += 1
+            self.warnings(f"depth:{camera}:{exc.reason}", f"[{camera}] no 3D for a frame (2D outputs go on): {exc}")
+            return None, None
+        measurer = self._measurers.setdefault(camera, SegmentMeasurer(erosion=self.depth_erosion))
+        geometry: SegmentGeometry = measurer(prediction.panoptic, depth, intrinsics, len(prediction.segments))
+        self.stats.in_3d[camera] += 1
+        if not with_cloud:
+            return geometry, None
+        return geometry, point_cloud(prediction.panoptic, prediction.semantic, image, depth, intrinsics, self.points_decimation)

@@ -21,7 +21,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 
 from ovseg_msgs.msg import SegmentArray
@@ -38,9 +38,9 @@ from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor
 
 try:
-    from vision_msgs.msg import Detection2DArray, LabelInfo
+    from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 except ImportError:  # vision_msgs is an exec_depend; without it, detections are not published
-    Detection2DArray = LabelInfo = None
+    Detection2DArray = Detection3DArray = LabelInfo = None
 
 _PARAMETER_TYPES = {
     "bool": Parameter.Type.BOOL, "int": Parameter.Type.INTEGER, "float": Parameter.Type.DOUBLE,
@@ -108,10 +108,13 @@ class OvsegNode(Node):
         self._mirror_vocabulary_parameters()
 
         self.factory = messages.RclpyFactory()
-        self.pipeline = FramePipeline(self.predictor, self.factory, warn=log.warning, with_detections=Detection2DArray is not None)
+        self.pipeline = FramePipeline(
+            self.predictor, self.factory, warn=log.warning, with_detections=Detection2DArray is not None,
+            depth_erosion=p.depth_erosion, points_decimation=p.points_decimation,
+        )
         self.slots = LatestFrameSlots()
         self.cameras = list(p.cameras)
-        self.side_inputs = SideInputs(self.cameras, p.sync_slop)
+        self.side_inputs = SideInputs(self.cameras, p.sync_slop, depth=p.use_depth)
         self.rates = diagnostics.RateMeter()
         self._frame_id = self.cameras[0]  # replaced by the first image's frame_id
 
@@ -119,6 +122,7 @@ class OvsegNode(Node):
         inputs_group = MutuallyExclusiveCallbackGroup()
         self.publishers_by_camera = {}
         image_names, info_names = input_names(self.cameras, "image"), input_names(self.cameras, "camera_info")
+        depth_names = input_names(self.cameras, "depth")
         self.input_topics = {}
         for camera in self.cameras:
             image_topic = self.resolve_topic_name(image_names[camera])
@@ -132,6 +136,12 @@ class OvsegNode(Node):
                 CameraInfo, info_topic, self.side_inputs.camera_info[camera].put, qos_profile_sensor_data, callback_group=inputs_group
             )
             self.input_topics[camera] = (image_topic, info_topic)
+            if p.use_depth:  # no subscription, and no cost, without it
+                depth_topic = self.resolve_topic_name(depth_names[camera])
+                self.create_subscription(
+                    Image, depth_topic, self.side_inputs.depth[camera].put, qos_profile_sensor_data, callback_group=inputs_group
+                )
+                self.input_topics[camera] += (depth_topic,)
             pubs = {
                 "panoptic": self.create_publisher(Image, f"~/{camera}/panoptic", output_qos),
                 "semantic": self.create_publisher(Image, f"~/{camera}/semantic", output_qos),
@@ -142,6 +152,10 @@ class OvsegNode(Node):
                 pubs["detections"] = self.create_publisher(Detection2DArray, f"~/{camera}/detections", output_qos)
             if p.publish_overlay:
                 pubs["overlay"] = self.create_publisher(Image, f"~/{camera}/overlay", output_qos)
+            if p.use_depth:
+                pubs["points"] = self.create_publisher(PointCloud2, f"~/{camera}/points", output_qos)
+                if Detection3DArray is not None:
+                    pubs["detections_3d"] = self.create_publisher(Detection3DArray, f"~/{camera}/detections_3d", output_qos)
             self.publishers_by_camera[camera] = pubs
         self.label_info_pub = (
             self.create_publisher(LabelInfo, "~/label_info", to_qos(p.label_info_qos)) if LabelInfo is not None else None
@@ -160,7 +174,9 @@ class OvsegNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
         self._worker.start()
-        topics = ", ".join(f"{image} ({camera})" for camera, (image, _) in self.input_topics.items())
+        topics = ", ".join(
+            f"{inputs[0]} ({camera}{', depth ' + inputs[2] if len(inputs) > 2 else ''})" for camera, inputs in self.input_topics.items()
+        )
         model = describe_model(self.predictor.model_config.family, self.predictor.model_config.variant)
         log.info(f"segmenting {topics} with {model} on {self.predictor.device}; vocabulary: {'; '.join(self.predictor.vocabulary.as_strings())}")
 
@@ -188,7 +204,9 @@ class OvsegNode(Node):
             if not frames:
                 continue
             try:
-                outputs = self.pipeline.process(frames, wants_overlay=self._wants_overlay, side_inputs=self.side_inputs)
+                outputs = self.pipeline.process(
+                    frames, wants_overlay=self._wants_overlay, side_inputs=self.side_inputs, wants_points=self._wants_points
+                )
                 for output in outputs:
                     self._publish(output)
                 self._note_frame_id(frames[-1].message.header.frame_id)
@@ -208,6 +226,10 @@ class OvsegNode(Node):
             pubs["overlay"].publish(output.overlay)
         if output.camera_info is not None:
             pubs["camera_info"].publish(output.camera_info)
+        if output.detections_3d is not None and self._subscribed(output.camera, "detections_3d"):
+            pubs["detections_3d"].publish(output.detections_3d)
+        if output.points is not None:
+            pubs["points"].publish(output.points)
 
     def _note_frame_id(self, frame_id: str) -> None:
         """label_info and diagnostics carry the cameras' frame; republish label_info once it is known."""
@@ -215,9 +237,15 @@ class OvsegNode(Node):
             self._frame_id = frame_id
             self._publish_label_info()
 
-    def _wants_overlay(self, camera: str) -> bool:
-        pub = self.publishers_by_camera[camera].get("overlay")
+    def _subscribed(self, camera: str, output: str) -> bool:
+        pub = self.publishers_by_camera[camera].get(output)
         return pub is not None and pub.get_subscription_count() > 0
+
+    def _wants_overlay(self, camera: str) -> bool:
+        return self._subscribed(camera, "overlay")
+
+    def _wants_points(self, camera: str) -> bool:
+        return self._subscribed(camera, "points")
 
     def _on_set_vocabulary(self, request, response):
         reply = vocabulary_service.set_vocabulary(self.predictor, request.classes, request.things)

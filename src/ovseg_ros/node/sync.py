@@ -40,12 +40,17 @@ class StampBuffer:
 
 
 class SideInputs:
-    """Per camera: buffers of camera_info (and depth) messages."""
+    """Per camera: buffers of camera_info and, with `depth`, depth image messages."""
 
-    def __init__(self, cameras, slop: float, size: int = 10) -> None:
+    def __init__(self, cameras, slop: float, size: int = 10, depth: bool = False) -> None:
         self.slop = slop
         self.camera_info = {camera: StampBuffer(size) for camera in cameras}
+        self.depth = {camera: StampBuffer(size) for camera in cameras} if depth else {}
 
     def camera_info_for(self, camera: str, header) -> Any | None:
         buffer = self.camera_info.get(camera)
+        return buffer.nearest(stamp_seconds(header), self.slop) if buffer is not None else None
+
+    def depth_for(self, camera: str, header) -> Any | None:
+        buffer = self.depth.get(camera)
         return buffer.nearest(stamp_seconds(header), self.slop) if buffer is not None else None
