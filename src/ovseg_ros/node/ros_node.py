@@ -324,18 +324,16 @@ class OvsegNode(Node):
         super().destroy_node()
 
 
-def _ignore_interrupts() -> None:
-    """Ctrl-C reaches both `ros2 launch` and the node, and launch forwards one more:
-    after the first, further SIGINTs must not interrupt the clean shutdown."""
-    while True:
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            return
-        except KeyboardInterrupt:
-            continue
+def _interrupt_once(signum, frame) -> None:
+    """The first Ctrl-C stops the node. Ctrl-C reaches both `ros2 launch` and the node,
+    and launch forwards one more: the SIGINTs after the first are ignored from the moment
+    it arrives, so none can break the clean shutdown halfway."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def main(args=None) -> None:
+    signal.signal(signal.SIGINT, _interrupt_once)  # before rclpy.init: rclpy's handler chains to it
     rclpy.init(args=args)
     node, executor, code = None, None, 0
     try:
@@ -351,9 +349,9 @@ def main(args=None) -> None:
             executor.add_node(node)
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        _ignore_interrupts()
+        pass
     finally:
-        _ignore_interrupts()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # shutting down, however it started
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         if node is not None:
