@@ -10,6 +10,7 @@ model and variant a checkpoint holds is read from its keys.
 
 from __future__ import annotations
 
+import functools
 import pickle
 import re
 import warnings
@@ -39,8 +40,13 @@ class KeyMap:
                 return ours + name[len(official) :]
         return name
 
+    @functools.cached_property
+    def _reverse(self) -> tuple[tuple[str, str], ...]:
+        """(our prefix, official prefix), longest of ours first."""
+        return tuple(sorted(((o, f) for f, o in self.prefixes), key=lambda pair: -len(pair[0])))
+
     def to_official(self, name: str) -> str:
-        for ours, official in sorted(((o, f) for f, o in self.prefixes), key=lambda pair: -len(pair[0])):
+        for ours, official in self._reverse:
             if name.startswith(ours):
                 return official + name[len(ours) :]
         return name

@@ -153,8 +153,6 @@ def make_predictor(args: argparse.Namespace):
     (checkpoint file, vocabulary, device, engine file) before the model is built."""
     from ovseg_ros.predictor import Predictor
 
-    if args.weights == "random" and args.checkpoint:
-        raise UsageError("give either --checkpoint or --weights random, not both")
     if args.min_size < 0 or args.max_size < 32:
         raise UsageError("--min-size must be >= 0 and --max-size >= 32")
     config = InferenceConfig(min_size=args.min_size, max_size=args.max_size)
@@ -244,7 +242,7 @@ def run_bag(args: argparse.Namespace) -> int:
     from ovseg_ros.bag import check_bag_inputs, process_bag
 
     if args.points and not args.depth_topic:
-        raise ValueError("--points needs --depth-topic")
+        raise UsageError("--points needs --depth-topic")
     check_bag_inputs(args.bag_in, args.out, args.topic, args.depth_topic, args.camera_info_topic)
     predictor = make_predictor(args)
     with tqdm(desc="frames", unit="frame", file=sys.stderr) as bar:

@@ -204,7 +204,7 @@ class SegmentMeasurer:
         xyz = backproject(us.astype(np.float32), vs.astype(np.float32), depth[vs, us], intrinsics)
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
-        low, high = _quantiles(segs, xyz, n, cut, counts - cut, self.bin_size)
+        low, high = _quantiles(segs, xyz, counts, cut, counts - cut, self.bin_size)
         has = np.flatnonzero(counts > 0)
         center[has] = ((low + high) / 2)[has]
         size[has] = (high - low)[has]
@@ -257,15 +257,16 @@ def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrin
     return SegmentMeasurer(**options)(panoptic, depth, intrinsics, num_segments)
 
 
-def _quantiles(segs: np.ndarray, xyz: np.ndarray, n: int, low_rank: np.ndarray, high_rank: np.ndarray,
+def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, low_rank: np.ndarray, high_rank: np.ndarray,
                bin_size: float, max_bins: int = 4096):
     """Per segment and axis ([n, 3] each), the values with `low_rank[segment]` and
-    `high_rank[segment]` of the segment's values under them; linear inside a bin.
+    `high_rank[segment]` of the segment's values under them (counts: its points);
+    linear inside a bin.
 
     One histogram per segment over its own range (bins of `bin_size`, coarser only for
     a segment spanning more than `max_bins` of them), all laid end to end in one array:
     a cumulative sum over it and a binary search find every segment's ranks at once."""
-    counts = np.bincount(segs, minlength=n)
+    n, present = len(counts), counts > 0
     points_before = np.cumsum(counts) - counts  # in the segments laid out before each one
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels
@@ -274,7 +275,6 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, n: int, low_rank: np.ndarray, 
         hi = np.full(n, -np.inf, np.float32)
         np.minimum.at(lo, segs, values)
         np.maximum.at(hi, segs, values)
-        present = counts > 0
         lo, hi = np.where(present, lo, 0), np.where(present, hi, 0)
         span = (hi - lo).astype(np.float64)
         step = np.maximum(bin_size, span / (max_bins - 1))

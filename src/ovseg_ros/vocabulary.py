@@ -80,6 +80,11 @@ class Vocabulary:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def names(self) -> list[str]:
+        """Every synonym of every class, class by class."""
+        return [name for synonyms in self.classes for name in synonyms]
+
     def seen_in_training(self) -> list[bool]:
         """Whether any synonym of a class is a COCO panoptic training name."""
         training = coco_training_names()
@@ -196,18 +201,17 @@ def check_vocabulary(classes, things=None, context_length: int = 77, tokenizer=N
     """Parse and check that every prompt fits CLIP's context, without a model: a bad
     vocabulary is refused in well under a second, before any weights are loaded."""
     vocabulary = Vocabulary.parse(classes, things)
-    tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
-    longest = max(VILD_TEMPLATES, key=len)
-    for synonyms in vocabulary.classes:
-        for name in synonyms:
-            _check_prompt_length(tokenizer, longest, name, context_length)
+    _check_prompt_lengths(tokenizer if tokenizer is not None else default_tokenizer(), vocabulary.names, context_length)
     return vocabulary
 
 
-def _check_prompt_length(tokenizer, template: str, name: str, context_length: int) -> None:
-    count = len(tokenizer.encode(template.format(name))) + 2  # start and end tokens
-    if count > context_length:
-        raise VocabularyError(f"name {name[:40]!r}... is too long: its prompts need {count} tokens, CLIP takes {context_length}")
+def _check_prompt_lengths(tokenizer, names: Iterable[str], context_length: int) -> None:
+    """VocabularyError for the first name whose longest prompt does not fit the context."""
+    longest = max(VILD_TEMPLATES, key=len)
+    for name in names:
+        count = len(tokenizer.encode(longest.format(name))) + 2  # start and end tokens
+        if count > context_length:
+            raise VocabularyError(f"name {name[:40]!r}... is too long: its prompts need {count} tokens, CLIP takes {context_length}")
 
 
 def prompts_for(name: str) -> list[str]:
@@ -234,11 +238,8 @@ class TextEmbedder:
 
     def check_fits(self, vocabulary: Vocabulary) -> None:
         """Refuse names whose longest prompt would not fit CLIP's context."""
-        longest = max(VILD_TEMPLATES, key=len)
-        for synonyms in vocabulary.classes:
-            for name in synonyms:
-                if name not in self._cache:
-                    _check_prompt_length(self.tokenizer, longest, name, self.text_encoder.context_length)
+        uncached = (name for name in vocabulary.names if name not in self._cache)
+        _check_prompt_lengths(self.tokenizer, uncached, self.text_encoder.context_length)
 
     def embed_names(self, names: Iterable[str]) -> torch.Tensor:
         """[N, D] normalised template-averaged embeddings, encoding only uncached names."""
@@ -250,7 +251,7 @@ class TextEmbedder:
 
     def classifier(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
         """(text embeddings [T, D], class index of each row [T]) for a vocabulary."""
-        names = [name for synonyms in vocabulary.classes for name in synonyms]
+        names = vocabulary.names
         class_index = [i for i, synonyms in enumerate(vocabulary.classes) for _ in synonyms]
         return self.embed_names(names), torch.tensor(class_index, dtype=torch.long, device=self.device)
 

@@ -31,7 +31,7 @@ def require_ros() -> None:
     reason = "ROS 2 is not sourced or ros2_ws is not built (tools/test.sh does both): missing " + ", ".join(missing)
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"CI must run the ROS tests: {reason}", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
+    pytest.skip(reason=reason, allow_module_level=True)
 
 
 require_ros()

@@ -3,6 +3,7 @@ ConvNeXt) and its text tower, from one CLIPConfig."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ovseg_ros.config import CLIPConfig
@@ -22,3 +23,11 @@ def build_text_encoder(clip: CLIPConfig) -> CLIPTextEncoder:
     return CLIPTextEncoder(
         clip.vocab_size, clip.context_length, clip.text_width, clip.text_layers, clip.text_heads, clip.embed_dim, clip.quick_gelu
     )
+
+
+def add_clip_towers(network: nn.Module, clip: CLIPConfig) -> None:
+    """Give a network its CLIP: `image_encoder`, `text_encoder` and `clip_logit_scale`
+    (CLIP's own, log 100 at init), under the names both models' checkpoints map to."""
+    network.image_encoder = build_image_encoder(clip)
+    network.text_encoder = build_text_encoder(clip)
+    network.clip_logit_scale = nn.Parameter(torch.tensor(4.6052))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ovseg_ros.config import EOVSegConfig
-from ovseg_ros.modeling.clip_towers import build_image_encoder, build_text_encoder
+from ovseg_ros.modeling.clip_towers import add_clip_towers
 from ovseg_ros.modeling.decoder import LightDecoder
 from ovseg_ros.modeling.neck import LiteNeck
 from ovseg_ros.modeling.output import ModelOutput, append_void, clip_view_of_masks
@@ -24,9 +24,7 @@ class EOVSeg(nn.Module):
         super().__init__()
         self.config = config
         clip = config.clip
-        self.image_encoder = build_image_encoder(clip)
-        self.text_encoder = build_text_encoder(clip)
-        self.clip_logit_scale = nn.Parameter(torch.tensor(4.6052))
+        add_clip_towers(self, clip)
         self.vit_stem = ViTStem(config.vit_width, config.vit_patch_size, config.vit_heads, config.vit_image_size)
         self.neck = LiteNeck(self.image_encoder.channels, config.agg_dim, config.hidden_dim)
         self.decoder = LightDecoder(config.num_queries, config.hidden_dim, config.vit_width, clip.embed_dim, config.num_stages)

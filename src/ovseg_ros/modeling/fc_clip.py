@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ovseg_ros.config import FCCLIPConfig
-from ovseg_ros.modeling.clip_towers import build_image_encoder, build_text_encoder
+from ovseg_ros.modeling.clip_towers import add_clip_towers
 from ovseg_ros.modeling.masked_attention_decoder import MaskedAttentionDecoder
 from ovseg_ros.modeling.output import ModelOutput, append_void, clip_view_of_masks
 from ovseg_ros.modeling.pixel_decoder import MSDeformAttnPixelDecoder
@@ -23,9 +23,7 @@ class FCCLIP(nn.Module):
         super().__init__()
         self.config = config
         clip = config.clip
-        self.image_encoder = build_image_encoder(clip)
-        self.text_encoder = build_text_encoder(clip)
-        self.clip_logit_scale = nn.Parameter(torch.tensor(4.6052))
+        add_clip_towers(self, clip)
         self.pixel_decoder = MSDeformAttnPixelDecoder(self.image_encoder.channels, config.hidden_dim, config.mask_dim, config.encoder_layers)
         self.transformer_decoder = MaskedAttentionDecoder(
             config.num_queries, config.hidden_dim, config.heads, config.ffn_dim, config.decoder_layers, config.mask_dim, clip.embed_dim,
