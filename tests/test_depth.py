@@ -12,6 +12,7 @@ from ovseg_ros.depth import (
     POINT_DTYPE,
     DepthError,
     Intrinsics,
+    _quantiles,
     decode_depth,
     eroded_labels,
     point_cloud,
@@ -118,6 +119,23 @@ def test_segments_without_depth_have_no_box():
     geometry = segment_geometry(labels, depth, K, len(BOXES) + 2)  # one id more than the scene has
     assert geometry.points[2] == 0 and np.isnan(geometry.center[2]).all()
     assert geometry.points[4] == 0 and np.isnan(geometry.size[4]).all()
+
+
+def test_trimmed_extremes_are_order_statistics_at_any_span():
+    """The box ends are the values with `cut` points beyond them, per segment and axis, to
+    0.1 mm, also for a segment spanning hundreds of metres (the floor to the horizon)."""
+    rng = np.random.default_rng(0)
+    segs = rng.integers(0, 6, 5000)
+    xyz = rng.normal(0, 1, (3, segs.size)).astype(np.float32) * np.float32(0.3)
+    xyz[:, segs == 5] *= np.float32(400)  # a segment 100s of metres wide
+    counts = np.bincount(segs, minlength=7)  # segment 6 has no point
+    cut = np.minimum(np.maximum(3, np.floor(0.01 * counts)), np.maximum(counts - 1, 0) / 2)
+    low, high = _quantiles(segs, xyz, counts, cut)
+    for seg in range(6):
+        for axis in range(3):
+            ordered = np.sort(xyz[axis, segs == seg].astype(np.float64))
+            c = int(cut[seg])
+            assert abs(low[seg, axis] - ordered[c]) <= 1e-4 and abs(high[seg, axis] - ordered[-1 - c]) <= 1e-4
 
 
 def test_erosion_keeps_only_interior_pixels():

@@ -156,17 +156,17 @@ class SegmentMeasurer:
     pixel rejoins its segment when its depth is within this fraction (plus 1 cm) of the
     depth its segment's surface, continued from its neighbours, predicts. trim: share of
     points (at least `min_trim`) left out at each end of each axis. The interior is
-    sampled every `stride`-th pixel (the edge, which sets the box, is kept whole);
-    quantiles come from per-segment histograms of `bin_size` metres, interpolated inside
-    a bin."""
+    sampled every `stride`-th pixel (the edge, which sets the box, is kept whole)."""
 
     def __init__(self, erosion: int = 2, continuity: float = 0.002, trim: float = 0.001, min_trim: int = 3,
-                 stride: int = 4, bin_size: float = 0.002) -> None:
-        if erosion < 0 or stride < 1 or bin_size <= 0 or continuity < 0:
-            raise ValueError("erosion >= 0, stride >= 1, bin_size > 0 and continuity >= 0 are required")
+                 stride: int = 4) -> None:
+        if erosion < 0 or stride < 1 or continuity < 0:
+            raise ValueError("erosion >= 0, stride >= 1 and continuity >= 0 are required")
         self.erosion, self.continuity, self.trim, self.min_trim = erosion, continuity, trim, min_trim
-        self.stride, self.bin_size = stride, bin_size
+        self.stride = stride
         self._scratch: _Scratch | None = None
+        self._sampled: tuple | None = None
+        self._ray_cache: tuple | None = None
 
     def __call__(self, panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int) -> SegmentGeometry:
         """Segments 1..num_segments of `panoptic`; depth in metres, aligned, NaN (or any
@@ -191,24 +191,39 @@ class SegmentMeasurer:
         edge_at, edge_labels = self._grow_back(ids, inward, depth, finite)
         points[:n] += np.bincount(edge_labels, minlength=n + 1)[1 : n + 1]
         core_at = np.flatnonzero(sampled)
-        core_v, core_u = np.divmod(core_at, sampled.shape[1])
-        edge_v, edge_u = np.divmod(edge_at, depth.shape[1])
-        vs = np.concatenate([core_v * stride, edge_v])
-        us = np.concatenate([core_u * stride, edge_u])
+        at = np.concatenate([self._sampled_pixels(depth.shape)[core_at], edge_at])
         segs = np.concatenate([sampled.ravel()[core_at], edge_labels]).astype(np.int64) - 1
         inside = segs < n  # ids beyond num_segments are not asked for
         if not inside.all():
-            vs, us, segs = vs[inside], us[inside], segs[inside]
-        if n == 0 or vs.size == 0:
+            at, segs = at[inside], segs[inside]
+        if n == 0 or at.size == 0:
             return SegmentGeometry(center, size, points)
-        xyz = backproject(us.astype(np.float32), vs.astype(np.float32), depth[vs, us], intrinsics)
+        ray_x, ray_y = self._rays(intrinsics, depth.shape)
+        z = depth.ravel().take(at)
+        xyz = np.stack([ray_x.take(at) * z, ray_y.take(at) * z, z])
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
-        low, high = _quantiles(segs, xyz, counts, cut, counts - cut, self.bin_size)
+        low, high = _quantiles(segs, xyz, counts, cut)
         has = np.flatnonzero(counts > 0)
         center[has] = ((low + high) / 2)[has]
         size[has] = (high - low)[has]
         return SegmentGeometry(center, size, points)
+
+    def _sampled_pixels(self, shape: tuple[int, int]) -> np.ndarray:
+        """Flat image index of each pixel of the `stride` sampling grid, in grid order."""
+        if self._sampled is None or self._sampled[0] != shape:
+            grid = np.arange(shape[0] * shape[1]).reshape(shape)[:: self.stride, :: self.stride]
+            self._sampled = (shape, grid.ravel())
+        return self._sampled[1]
+
+    def _rays(self, k: Intrinsics, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel (flat), x / z and y / z of its ray: back-projection is then a gather
+        and a product per axis."""
+        if self._ray_cache is None or self._ray_cache[0] != (k, shape):
+            vs, us = np.indices(shape, np.float32)
+            rays = backproject(us.ravel(), vs.ravel(), np.ones(us.size, np.float32), k)
+            self._ray_cache = ((k, shape), rays[0], rays[1])
+        return self._ray_cache[1], self._ray_cache[2]
 
     def _grow_back(self, ids, inward, depth, finite):
         """The eroded edge pixels that rejoin their segment, ring by ring from the core
@@ -228,28 +243,27 @@ class SegmentMeasurer:
         at = np.flatnonzero(band)
         if rings == 0 or at.size == 0:
             return at, ids.ravel()[at]
-        ring = rings - inward.ravel()[at]  # 1: next to the core ... rings: the mask's edge
-        order = np.argsort(ring, kind="stable")
-        at, ring = at[order], ring[order]
-        bounds = np.searchsorted(ring, np.arange(1, rings + 2))
-        grown, flat_depth = scratch.core.ravel(), depth.ravel()
-        own = ids.ravel()[at]
-        z = flat_depth[at].astype(np.float32)
-        tolerance = np.float32(self.continuity) * z + np.float32(0.01)
-        joined = np.zeros(at.size, bool)
+        inward_at = inward.ravel()[at]
+        grown, flat_depth, flat_ids = scratch.core.ravel(), depth.ravel(), ids.ravel()
+        offsets = np.array([dv * width + du for dv, du in _NEIGHBOURS])[:, None]  # [8, 1] in the flat image
+        continuity, slack = np.float32(self.continuity), np.float32(0.01)
+        joined_at, joined_labels = [], []
         with np.errstate(invalid="ignore"):
-            for start, stop in zip(bounds[:-1], bounds[1:]):  # rings, not pixels or segments
-                here, label, depth_here, tol = at[start:stop], own[start:stop], z[start:stop], tolerance[start:stop]
-                near = np.zeros(stop - start, bool)
-                for dv, du in _NEIGHBOURS:  # 8 directions
-                    one = here + (dv * width + du)
-                    two = one + (dv * width + du)
-                    z1, z2 = flat_depth[one], flat_depth[two]
-                    predicted = np.where(grown[two] == label, 2 * z1 - z2, z1)  # no depth there: not in grown
-                    near |= (grown[one] == label) & (np.abs(predicted - depth_here) <= tol)
-                joined[start:stop] = near
-                grown[here[near]] = label[near]
-        return at[joined], own[joined]
+            for inside_by in range(rings - 1, -1, -1):  # rings, next to the core first; not pixels or segments
+                here = at[inward_at == inside_by]
+                label = flat_ids[here]
+                one = here + offsets  # [8 directions, pixels of the ring]
+                two = one + offsets
+                z1, z = flat_depth.take(one), flat_depth.take(here)
+                extrapolated = np.where(grown.take(two) == label, 2 * z1 - flat_depth.take(two), z1)
+                fits = np.abs(extrapolated - z, out=extrapolated) <= continuity * z + slack
+                fits &= grown.take(one) == label
+                near = fits.any(axis=0)
+                here, label = here[near], label[near]
+                grown[here] = label
+                joined_at.append(here)
+                joined_labels.append(label)
+        return np.concatenate(joined_at), np.concatenate(joined_labels)
 
 
 def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int, **options) -> SegmentGeometry:
@@ -257,38 +271,36 @@ def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrin
     return SegmentMeasurer(**options)(panoptic, depth, intrinsics, num_segments)
 
 
-def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, low_rank: np.ndarray, high_rank: np.ndarray,
-               bin_size: float, max_bins: int = 4096):
-    """Per segment and axis ([n, 3] each), the values with `low_rank[segment]` and
-    `high_rank[segment]` of the segment's values under them (counts: its points);
-    linear inside a bin.
+def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.ndarray, resolution: float = 1e-4):
+    """Per segment and axis ([n, 3] each), the values with `cut[segment]` of the segment's
+    values below (low) and above (high); linear between neighbours for a fractional cut.
 
-    One histogram per segment over its own range (bins of `bin_size`, coarser only for
-    a segment spanning more than `max_bins` of them), all laid end to end in one array:
-    a cumulative sum over it and a binary search find every segment's ranks at once."""
-    n, present = len(counts), counts > 0
-    points_before = np.cumsum(counts) - counts  # in the segments laid out before each one
+    From one sort per axis of all points at once, to `resolution` metres (coarser only
+    where n segments times the axis' span exceed 2^30 steps): each value becomes an
+    integer step count shifted by its segment index times more than the axis' whole
+    span, so the sort keeps segments apart and in order, and every segment's ranks sit
+    at known positions."""
+    n = len(counts)
+    start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
+    positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
+    last = max(int(start[-1] + counts[-1]) - 1, 0)
+    below = np.clip(np.floor(positions).astype(np.int64), 0, last)
+    above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
+    fraction = positions - np.floor(positions)
+    segment = segs.astype(np.int32)
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels
         values = xyz[axis]
-        lo = np.full(n, np.inf, np.float32)
-        hi = np.full(n, -np.inf, np.float32)
-        np.minimum.at(lo, segs, values)
-        np.maximum.at(hi, segs, values)
-        lo, hi = np.where(present, lo, 0), np.where(present, hi, 0)
-        span = (hi - lo).astype(np.float64)
-        step = np.maximum(bin_size, span / (max_bins - 1))
-        bins_of = (span / step).astype(np.int64) + 1
-        first_bin = np.cumsum(bins_of) - bins_of
-        within = np.minimum(((values - lo[segs]) / step[segs]).astype(np.int64), bins_of[segs] - 1)
-        hist = np.bincount(first_bin[segs] + within, minlength=int(bins_of.sum()))
-        cumulative = np.cumsum(hist)
-        for side, rank in enumerate((low_rank, high_rank)):
-            target = points_before + rank
-            index = np.clip(np.searchsorted(cumulative, target, side="left"), first_bin, first_bin + bins_of - 1)
-            before = np.where(index > 0, cumulative[np.maximum(index - 1, 0)], 0)
-            fraction = np.clip((target - before) / np.maximum(hist[index], 1), 0.0, 1.0)
-            out[side, :, axis] = np.clip(lo + (index - first_bin + fraction) * step, lo, hi)  # never past the extremes
+        origin = float(values.min())
+        span = float(values.max()) - origin
+        step = max(resolution, span * n / 2**30)
+        spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
+        keys = segment * np.int32(spacing)
+        keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
+        keys.sort()
+        shift = np.arange(n) * spacing
+        low, high = keys[below] - shift, keys[above] - shift
+        out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step + origin
     return out[0], out[1]
 
 
