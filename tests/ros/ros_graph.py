@@ -34,7 +34,19 @@ def require_ros() -> None:
     pytest.skip(reason=reason, allow_module_level=True)
 
 
+def isolate_graph() -> str:
+    """The tests publish camera frames on /front/image_raw and friends: run on a robot's
+    machine, they must not join its graph. Their own DDS domain (OVSEG_TEST_ROS_DOMAIN_ID,
+    else one of 60-99 picked by process id) on this host only; every process they start
+    (ros2 launch, ros2 topic, ros2 bag) inherits it."""
+    domain = os.environ.get("OVSEG_TEST_ROS_DOMAIN_ID") or str(60 + os.getpid() % 40)
+    os.environ["ROS_DOMAIN_ID"] = domain
+    os.environ["ROS_LOCALHOST_ONLY"] = "1"
+    return domain
+
+
 require_ros()
+isolate_graph()
 
 import rclpy  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
