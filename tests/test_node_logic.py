@@ -227,7 +227,7 @@ def test_pipeline_drops_bad_frames_and_keeps_going(tiny_predictor, typestore):
     good = rgb_message(typestore, np.zeros((40, 30, 3), np.uint8), sec=7)
     bad = rgb_message(typestore, np.zeros((40, 30, 3), np.uint8))
     bad.encoding = "weird"
-    outputs = pipeline.process([Frame("front", bad, 0.0), Frame("rear", good, 0.0)], wants_overlay=lambda c: True)
+    outputs = pipeline.process([Frame("front", bad, 0.0), Frame("rear", good, 0.0)], wants=lambda camera, output: output == "overlay")
     assert [o.camera for o in outputs] == ["rear"]
     out = outputs[0]
     assert out.panoptic.header.stamp.sec == 7 and out.overlay.encoding == "rgb8" and out.detections is not None
@@ -263,7 +263,7 @@ def test_pipeline_measures_segments_in_3d_from_matched_depth(tiny_predictor, typ
     side.camera_info["front"].put(make_camera_info(typestore, make_header(typestore, 7, 0), 40, 30))
     side.depth["front"].put(depth_message(typestore, np.full((40, 30), 2000), nanosec=3_000_000))  # a wall 2 m away
     frame = Frame("front", rgb_message(typestore, np.full((40, 30, 3), 90, np.uint8), sec=7), 0.0)
-    (out,) = pipeline.process([frame], side_inputs=side, wants_points=lambda camera: True)
+    (out,) = pipeline.process([frame], side_inputs=side, wants=lambda camera, output: output in ("points", "detections_3d"))
     assert not warnings and pipeline.stats.in_3d["front"] == 1 and pipeline.stats.median_ms("depth") is not None
     measured = [s for s in out.segments.segments if s.depth_points > 0]
     assert measured and all(s.center_3d.z == pytest.approx(2.0, abs=1e-3) for s in measured)
@@ -272,7 +272,8 @@ def test_pipeline_measures_segments_in_3d_from_matched_depth(tiny_predictor, typ
     assert out.points.width == 20 * 15  # decimation 2, all depth valid
 
     (out,) = pipeline.process([frame], side_inputs=side)
-    assert out.points is None  # the cloud only while asked for
+    assert out.points is None and out.detections_3d is None  # only while wanted
+    assert any(s.depth_points > 0 for s in out.segments.segments)  # the segments carry 3D all the same
 
     late = Frame("front", rgb_message(typestore, np.zeros((40, 30, 3), np.uint8), sec=9), 0.0)
     (out,) = pipeline.process([late], side_inputs=side)  # no depth near this stamp: 2D goes on

@@ -136,6 +136,7 @@ def process_bag(
     side_inputs = SideInputs(cameras.values(), slop, size=64, depth=bool(depth_topics))
     side_topics = {**{t: side_inputs.depth[cameras[i]] for i, t in zip(topics, depth_topics)},
                    **{t: side_inputs.camera_info[cameras[i]] for i, t in zip(topics, info_topics)}}
+    optional = {"overlay": overlay, "points": points, "detections_3d": True}  # the pipeline's OPTIONAL_OUTPUTS
     report = BagReport(detections=has_vision)
     bag_out = Path(bag_out)
 
@@ -161,8 +162,7 @@ def process_bag(
 
             def segment(camera: str, timestamp: int, msg) -> None:
                 nonlocal label_info_written
-                outputs = pipeline.process([Frame(camera, msg, 0.0)], wants_overlay=lambda _: overlay,
-                                           side_inputs=side_inputs, wants_points=lambda _: points)
+                outputs = pipeline.process([Frame(camera, msg, 0.0)], wants=lambda _, output: optional[output], side_inputs=side_inputs)
                 if not outputs:
                     report.dropped += 1
                     return

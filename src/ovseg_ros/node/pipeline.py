@@ -23,6 +23,7 @@ from ovseg_ros.visualize import render_overlay
 
 STAGES = ("decode", "preprocess", "engine", "postprocess", "messages")
 DEPTH_STAGE = "depth"  # recorded only for frames with depth
+OPTIONAL_OUTPUTS = ("overlay", "points", "detections_3d")  # built only while wanted
 
 
 @dataclass
@@ -32,10 +33,10 @@ class CameraOutput:
     semantic: Any
     segments: Any
     detections: Any | None = None
-    overlay: Any | None = None
+    overlay: Any | None = None  # while wanted
     camera_info: Any | None = None  # the camera's, matched by stamp, with the image's header
-    detections_3d: Any | None = None  # frames with depth only
-    points: Any | None = None  # frames with depth, while asked for
+    detections_3d: Any | None = None  # frames with depth, while wanted
+    points: Any | None = None  # frames with depth, while wanted
     vocabulary_version: int = 0
 
 
@@ -106,10 +107,11 @@ class FramePipeline:
     def process(
         self,
         frames: Sequence[Frame],
-        wants_overlay: Callable[[str], bool] = lambda camera: False,
+        wants: Callable[[str, str], bool] = lambda camera, output: False,
         side_inputs: SideInputs | None = None,
-        wants_points: Callable[[str], bool] = lambda camera: False,
     ) -> list[CameraOutput]:
+        """wants(camera, output): whether to build an optional output (OPTIONAL_OUTPUTS);
+        the node asks whether anyone subscribes to it. The others are always built."""
         start = time.perf_counter()
         images, accepted = [], []
         for frame in frames:
@@ -139,7 +141,7 @@ class FramePipeline:
             geometry, cloud = None, None
             if side_inputs is not None and side_inputs.depth:
                 started = time.perf_counter()
-                geometry, cloud = self._in_3d(frame.camera, header, image, prediction, side_inputs, info, wants_points(frame.camera))
+                geometry, cloud = self._in_3d(frame.camera, header, image, prediction, side_inputs, info, wants(frame.camera, "points"))
                 depth_seconds += time.perf_counter() - started
             output = CameraOutput(
                 camera=frame.camera,
@@ -150,13 +152,13 @@ class FramePipeline:
             )
             if self.with_detections:
                 output.detections = messages.detection_array(self.factory, header, prediction)
-                if geometry is not None:
+                if geometry is not None and wants(frame.camera, "detections_3d"):
                     output.detections_3d = messages.detection3d_array(self.factory, header, prediction, geometry)
             if cloud is not None:
                 output.points = messages.point_cloud2(self.factory, header, cloud)
             if info is not None:
                 output.camera_info = self.factory.with_header(info, header)
-            if wants_overlay(frame.camera):
+            if wants(frame.camera, "overlay"):
                 num_classes = len(self.predictor.vocabulary.classes) if self.predictor.vocabulary else 0
                 num_classes = max(num_classes, max((s.category + 1 for s in prediction.segments), default=0))
                 pixels = render_overlay(image, prediction.panoptic, prediction.segments, num_classes)

@@ -204,9 +204,7 @@ class OvsegNode(Node):
             if not frames:
                 continue
             try:
-                outputs = self.pipeline.process(
-                    frames, wants_overlay=self._wants_overlay, side_inputs=self.side_inputs, wants_points=self._wants_points
-                )
+                outputs = self.pipeline.process(frames, wants=self._subscribed, side_inputs=self.side_inputs)
                 for output in outputs:
                     self._publish(output)
                 self._note_frame_id(frames[-1].message.header.frame_id)
@@ -226,7 +224,7 @@ class OvsegNode(Node):
             pubs["overlay"].publish(output.overlay)
         if output.camera_info is not None:
             pubs["camera_info"].publish(output.camera_info)
-        if output.detections_3d is not None and self._subscribed(output.camera, "detections_3d"):
+        if output.detections_3d is not None:
             pubs["detections_3d"].publish(output.detections_3d)
         if output.points is not None:
             pubs["points"].publish(output.points)
@@ -238,14 +236,9 @@ class OvsegNode(Node):
             self._publish_label_info()
 
     def _subscribed(self, camera: str, output: str) -> bool:
+        """The pipeline builds an optional output only while someone subscribes to it."""
         pub = self.publishers_by_camera[camera].get(output)
         return pub is not None and pub.get_subscription_count() > 0
-
-    def _wants_overlay(self, camera: str) -> bool:
-        return self._subscribed(camera, "overlay")
-
-    def _wants_points(self, camera: str) -> bool:
-        return self._subscribed(camera, "points")
 
     def _on_set_vocabulary(self, request, response):
         reply = vocabulary_service.set_vocabulary(self.predictor, request.classes, request.things)
