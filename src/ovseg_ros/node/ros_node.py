@@ -241,14 +241,8 @@ class OvsegNode(Node):
         return pub is not None and pub.get_subscription_count() > 0
 
     def _on_set_vocabulary(self, request, response):
-        reply = vocabulary_service.set_vocabulary(self.predictor, request.classes, request.things)
+        reply = self._apply_vocabulary(request.classes, request.things)
         response.success, response.message, response.vocabulary_version = reply.success, reply.message, reply.version
-        if reply.success:
-            self.get_logger().info(reply.message)
-            self._mirror_vocabulary_parameters()
-            self._publish_label_info()
-        else:
-            self.get_logger().warning(reply.message)
         return response
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
@@ -261,14 +255,21 @@ class OvsegNode(Node):
             return SetParametersResult(successful=True)
         classes = changed.get("classes", vocabulary_service.get_vocabulary(self.predictor).classes)
         things = changed.get("things") or None
+        reply = self._apply_vocabulary(classes, things, set_by_caller=changed.keys())
+        return SetParametersResult(successful=reply.success, reason=reply.message)
+
+    def _apply_vocabulary(self, classes, things, set_by_caller=()) -> vocabulary_service.VocabularyReply:
+        """The checked swap behind the service and `ros2 param set`: logged; once active,
+        written into the classes/things parameters (but those the caller is setting) and
+        announced on label_info."""
         reply = vocabulary_service.set_vocabulary(self.predictor, classes, things)
         if not reply.success:
             self.get_logger().warning(reply.message)
-            return SetParametersResult(successful=False, reason=reply.message)
+            return reply
         self.get_logger().info(reply.message)
-        self._mirror_vocabulary_parameters(skip=changed.keys())
+        self._mirror_vocabulary_parameters(skip=set_by_caller)
         self._publish_label_info()
-        return SetParametersResult(successful=True, reason=reply.message)
+        return reply
 
     def _mirror_vocabulary_parameters(self, skip=()) -> None:
         """Write the active vocabulary into the classes/things parameters, so that
