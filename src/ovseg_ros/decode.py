@@ -66,6 +66,15 @@ def image_fields(msg, error=ImageError, reason: str = "type") -> tuple[int, int,
         raise error(f"not an image message: {exc}", reason) from exc
 
 
+def pixel_rows(data, height: int, row_bytes: int, step: int, error=ImageError, what: str = "image", reason: str = "truncated") -> np.ndarray:
+    """A message's pixel bytes as [height, row_bytes] rows (a view; the padding at the end
+    of each `step` skipped), or `error` when the data is too short for them."""
+    data = byte_view(data)
+    if step < row_bytes or data.size < step * (height - 1) + row_bytes:
+        raise error(f"truncated {what}: {data.size} bytes for {height} rows of step {step}", reason)
+    return np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+
+
 def decode_image(msg) -> np.ndarray:
     """sensor_msgs/Image -> RGB. 16-bit images keep their high byte."""
     height, width, step, encoding, big_endian = image_fields(msg)
@@ -79,10 +88,7 @@ def decode_image(msg) -> np.ndarray:
     row_bytes = width * channels * depth
     if step < row_bytes:
         raise ImageError(f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)", "step")
-    data = byte_view(msg.data)
-    if data.size < step * (height - 1) + row_bytes:
-        raise ImageError(f"truncated image: {data.size} bytes for {height} rows of step {step}", "truncated")
-    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    rows = pixel_rows(msg.data, height, row_bytes, step)
     if depth == 2:
         pixels = rows.reshape(height, width * channels, 2)
         high = pixels[..., 0] if big_endian else pixels[..., 1]

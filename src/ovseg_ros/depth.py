@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ovseg_ros.decode import byte_view, image_fields
+from ovseg_ros.decode import image_fields, pixel_rows
 from ovseg_ros.preprocess import ImageError
 
 DEPTH_ENCODINGS = ("16UC1", "32FC1")  # millimetres, metres
@@ -75,10 +75,7 @@ def decode_depth(msg, image_size: tuple[int, int]) -> np.ndarray:
         )
     item = 2 if encoding == "16UC1" else 4
     dtype = np.dtype("<u2" if item == 2 else "<f4").newbyteorder(">" if big_endian else "<")
-    data = byte_view(msg.data)
-    if step < width * item or data.size < step * (height - 1) + width * item:
-        raise DepthError(f"truncated depth image: {data.size} bytes for {height} rows of step {step}", "depth_truncated")
-    rows = np.lib.stride_tricks.as_strided(data, shape=(height, width * item), strides=(step, 1))
+    rows = pixel_rows(msg.data, height, width * item, step, DepthError, "depth image", "depth_truncated")
     values = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
     if item == 2:
         depth = values.astype(np.float32) * np.float32(0.001)
