@@ -128,8 +128,8 @@ class Vocabulary:
                 synonyms.append(name)
             parsed.append(tuple(synonyms))
         indices = _thing_indices(things, owner, len(parsed))
-        if indices is None and things is not DEFAULT_THINGS and tuple(parsed) == _default_classes():
-            return cls.parse(classes, DEFAULT_THINGS, max_classes)  # the default vocabulary comes with its things
+        if indices is None and tuple(parsed) == _default_classes():
+            indices = _thing_indices(DEFAULT_THINGS, owner, len(parsed))  # the default vocabulary comes with its things
         if indices is None:
             thing_names = coco_thing_names()
             flags = tuple(any(name in thing_names for name in synonyms) for synonyms in parsed)
