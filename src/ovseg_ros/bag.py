@@ -10,6 +10,7 @@ camera_info recorded just after it can still be matched (by header stamp, within
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -128,9 +129,9 @@ def process_bag(
         log.warning("vision_msgs definitions not found: detections and label_info are not written "
                     "(source a ROS install, or pass --vision-msgs DIR)")
     factory = messages.RosbagsFactory(typestore)
+    check_bag_inputs(bag_in, bag_out, topics, depth_topics, info_topics)
     pipeline = FramePipeline(predictor, factory, warn=log.warning, with_detections=has_vision,
                              depth_erosion=depth_erosion, points_decimation=points_decimation)
-    check_bag_inputs(bag_in, bag_out, topics, depth_topics, info_topics)
     info_topics = camera_info_topics(topics, depth_topics, info_topics)
     cameras = dict(zip(topics, camera_names(topics)))
     side_inputs = SideInputs(cameras.values(), slop, size=64, depth=bool(depth_topics))
@@ -190,7 +191,7 @@ def process_bag(
                 if progress:
                     progress(1)
 
-            pending: list[tuple[int, str, object]] = []  # images waiting for a later depth/camera_info
+            pending: deque[tuple[int, str, object]] = deque()  # images waiting for a later depth/camera_info
             for conn, timestamp, raw in reader.messages(connections=wanted):
                 if copy_input:
                     writer.write(connection(conn.topic, conn.msgtype, source=conn), timestamp, raw)
@@ -208,8 +209,8 @@ def process_bag(
                     side_topics[conn.topic].put(msg)
                 waited = int(wait * 1e9) if side_topics else -1
                 while pending and timestamp - pending[0][0] > waited:
-                    segment(pending[0][1], pending[0][0], pending[0][2])
-                    pending.pop(0)
+                    image_time, camera, image_msg = pending.popleft()
+                    segment(camera, image_time, image_msg)
             for timestamp, camera, msg in pending:
                 segment(camera, timestamp, msg)
             report.topics_out = tuple(sorted(connections))
