@@ -149,23 +149,77 @@ def test_class_logits_of_every_prediction(run):
     for i in predictions(run):
         for name, r in run["results"].items():
             key = f"{run['prefix']}{i}_cls_logits"
-            diff = max_diff(r["stage_logits"][i], r["data"][key])
-            mean = float(np.abs(r["stage_logits"][i].numpy().astype(np.float64) - r["data"][key]).mean())
+            ours = r["stage_logits"][i].numpy().astype(np.float64)
+            diff = max_diff(ours, r["data"][key])
+            mean = float(np.abs(ours - r["data"][key]).mean())
             report(run["folder"], name, key, diff, mean, TOL_CLS)
-            assert diff <= TOL_CLS, f"{name} {key}: class logits differ by {diff}"
+            off = np.flatnonzero(np.abs(ours - r["data"][key]).max(axis=1) > TOL_CLS)
+            # A query whose class is pooled over its own mask (logit > 0) moves when one of
+            # its pixels sits within rounding of 0 and lands on the other side on another
+            # CPU (seen on AVX-512: FC-CLIP L indoor layer 2, one pixel at |logit| < 1e-4).
+            # Accepted only for a few queries that have such a pixel, and reported.
+            masks = r["out"].mask_logits[i][0]
+            near_tie = [int(q) for q in off if bool((masks[q].abs() < FLIP_MARGIN).any())]
+            assert len(off) <= 2 and near_tie == [int(q) for q in off], (
+                f"{name} {key}: class logits differ by {diff} on queries {off.tolist()} (near-tie pixels only on {near_tie})")
+            if len(off):
+                kept = np.setdiff1d(np.arange(ours.shape[0]), off)
+                report(run["folder"], name, f"{key}_without_threshold_flips_{off.tolist()}", max_diff(ours[kept], r["data"][key][kept]))
+            assert mean <= 1e-4, f"{name} {key}: mean class logit difference {mean}"
 
 
 def test_mask_logits_of_every_prediction(run):
-    for i in predictions(run):
-        for name, r in run["results"].items():
+    for name, r in run["results"].items():
+        stages = r["out"].mask_logits
+        for i in predictions(run):
             key = f"{run['prefix']}{i}_mask_logits"
-            ours = r["out"].mask_logits[i][0].numpy()
+            ours = stages[i][0].numpy()
             ref = r["data"][key]
             diff = max_diff(ours, ref)
             mean = float(np.abs(ours.astype(np.float64) - ref).mean())
             report(run["folder"], name, key, diff, mean, TOL_MASK)
+            if (diff > TOL_MASK or mean > TOL_MASK_MEAN) and run["family"] == "eov_seg":
+                flip = threshold_flip_explains(run["model"], r, i)
+                assert flip is not None, f"{name} {key}: mask logits differ by {diff} (mean {mean}), not a threshold flip"
+                report(run["folder"], name, f"{key}_after_threshold_flip", *flip)
+                break  # the later stages were compared on the flipped run
             assert diff <= TOL_MASK, f"{name} {key}: mask logits differ by {diff}"
             assert mean <= TOL_MASK_MEAN, f"{name} {key}: mean mask difference {mean}"
+
+
+FLIP_MARGIN = 1e-4  # a mask logit this close to 0 has no reliable side across CPUs (|x| noise ~1e-5)
+
+
+def threshold_flip_explains(model, r, stage: int):
+    """EOV-Seg's decoder stages pool pixels under hard masks (sigmoid > 0.5) of the
+    previous masks, and self-attention then spreads any change to every query: one
+    pixel whose logit is within rounding of 0 lands on another side on another CPU's
+    kernels (seen on AVX-512 machines: M indoor). This re-runs the decoder with each
+    such near-tie pixel of the previous masks flipped, one at a time; if one run then
+    matches the reference at every later stage within tolerance, the mismatch is that
+    flip. Returns (max diff, mean diff, flipped logit) of the matching run, or None."""
+    decoder = model.decoder
+    features = r["out"].features
+    data = r["data"]
+    with torch.inference_mode():
+        pixels = features["vas"]
+        vit_pixels = decoder.output_upscaling(features["vit_layer"])
+        kernels = decoder.object_kernels.weight.unsqueeze(0).expand(pixels.shape[0], -1, -1)
+        masks = torch.einsum("bnc,bchw->bnhw", kernels, pixels)
+        for s in range(stage):
+            _, masks, kernels = decoder.mask_heads[s](pixels, vit_pixels, kernels, masks)
+        near = torch.nonzero(masks.abs().flatten() < FLIP_MARGIN).flatten()[:32]
+        for index in near.tolist():
+            flipped = masks.clone()
+            flipped.view(-1)[index] = -flipped.view(-1)[index] if flipped.view(-1)[index] != 0 else -FLIP_MARGIN
+            m, k, diffs = flipped, kernels, []
+            for s in range(stage, len(decoder.mask_heads)):
+                _, m, k = decoder.mask_heads[s](pixels, vit_pixels, k, m)
+                ref = data[f"stage{s}_mask_logits"]
+                diffs.append((max_diff(m[0].numpy(), ref), float(np.abs(m[0].numpy().astype(np.float64) - ref).mean())))
+            if all(d <= TOL_MASK and mean <= TOL_MASK_MEAN for d, mean in diffs):
+                return max(d for d, _ in diffs), max(mean for _, mean in diffs), float(masks.view(-1)[index])
+    return None
 
 
 def test_out_of_vocabulary_branch(run):
