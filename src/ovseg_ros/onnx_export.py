@@ -1,4 +1,4 @@
-"""Export the network (not the text tower, not post-processing) to ONNX, opset 19.
+"""Export the network (not the text tower, not post-processing) to ONNX, opset 17.
 
 Inputs: `images` [B, 3, H, W] (normalised, padded; fixed at export) and, for EOV-Seg,
 whose Vocabulary-Aware Selection looks at the vocabulary, `text_embeddings` [T, D] with
@@ -6,10 +6,18 @@ T dynamic, so a new vocabulary never needs a new export. FC-CLIP's network does 
 the vocabulary (its class embeddings meet the text in post-processing): its file has
 the images input only.
 Outputs: last-stage `mask_logits`, `class_embeddings`, `clip_embeddings` and
-`clip_mask_valid`; post-processing runs outside on them. The modulated deformable convs
-become ONNX DeformConv (opset 19), which onnxruntime runs and TensorRT maps to its
-plugin. What post-processing needs from the weights (void embedding, logit scales) and
-a hash of the weights travel in the model's metadata.
+`clip_mask_valid`; post-processing runs outside on them. What post-processing needs from
+the weights (void embedding, logit scales) and a hash of the weights travel in the
+model's metadata.
+
+One file for every TensorRT from 8.6 on (JetPack 6.0) and for onnxruntime:
+- opset 17, the newest that TensorRT 8.6 reads, where ReduceMean/ReduceMax/ReduceL2
+  take their axes as attributes (8.6 ignores the opset-18 axes input and reduces all);
+- no plugin ops: the modulated deformable convolutions are GridSample + MatMul
+  (modeling/deform_conv.py), not ONNX DeformConv (no importer in 8.6 or 10.0);
+- shapes folded into constants (onnx-graphsurgeon), so no shape arithmetic is left on
+  the fixed image size and none reads the dynamic text rows.
+`tensorrt_support.py` checks a file against each version's documented parser support.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-OPSET = 19
+OPSET = 17
+FOLD_SIZE_LIMIT = 1 << 18  # bytes: larger constant results (attention masks) stay ops, the file stays small
 INPUT_NAMES = ("images", "text_embeddings")
 OUTPUT_NAMES = ("mask_logits", "class_embeddings", "clip_embeddings", "clip_mask_valid")
 
@@ -64,27 +73,6 @@ def postprocess_constants(model: nn.Module) -> dict:
     }
 
 
-def _deform_conv_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups, use_mask):
-    from torch.onnx import symbolic_helper as sh
-
-    ints = [sh._get_const(v, "i", "int") for v in (stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups)]
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups = ints
-    kernel = sh._get_tensor_sizes(weight)[2:]
-    inputs = [input, weight, offset, bias]
-    if sh._get_const(use_mask, "b", "use_mask"):
-        inputs.append(mask)
-    return g.op(
-        "DeformConv",
-        *inputs,
-        dilations_i=[dil_h, dil_w],
-        group_i=groups,
-        kernel_shape_i=kernel,
-        offset_group_i=offset_groups,
-        pads_i=[pad_h, pad_w, pad_h, pad_w],
-        strides_i=[stride_h, stride_w],
-    )
-
-
 def check_export_size(height: int, width: int, divisor: int = 32) -> None:
     if height % divisor or width % divisor or height <= 0 or width <= 0:
         raise ValueError(f"export size {height}x{width} must be positive multiples of {divisor}")
@@ -101,7 +89,6 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
     images = torch.zeros(batch, 3, height, width)
     names = input_names(model)
     inputs = (images, torch.nn.functional.normalize(torch.randn(num_text_rows, model.config.clip.embed_dim), dim=-1))[: len(names)]
-    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv_symbolic, OPSET)
     with torch.no_grad(), warnings.catch_warnings():
         # tracing notes that sizes become constants: intended, the export size is fixed
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -117,7 +104,7 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
             dynamic_axes={"text_embeddings": {0: "text_rows"}} if "text_embeddings" in names else None,
             do_constant_folding=True,
         )
-    exported = onnx.load(str(path))
+    exported = fold_constants(onnx.load(str(path)))
     metadata = {
         "ovseg_format": "1",
         "model": model.family,
@@ -133,6 +120,27 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
         entry.key, entry.value = key, value
     onnx.save(exported, str(path))
     return path
+
+
+def fold_constants(model):
+    """Shape arithmetic on the fixed image size becomes constants (onnx-graphsurgeon,
+    which evaluates constant subgraphs with onnxruntime); repeated until nothing folds."""
+    import onnx
+    import onnx_graphsurgeon as gs
+    import onnxruntime
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    onnxruntime.set_default_logger_severity(3)  # its optimiser's notes on every folded subgraph
+    G_LOGGER.severity = G_LOGGER.ERROR
+    count = len(model.graph.node)
+    while True:
+        graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model, data_prop=True))
+        graph.fold_constants(size_threshold=FOLD_SIZE_LIMIT).cleanup().toposort()
+        model = gs.export_onnx(graph)
+        if len(model.graph.node) == count:
+            break
+        count = len(model.graph.node)
+    return model
 
 
 def postprocess_tensors(metadata: dict, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg_ros.modeling.common import interpolate_grid_embedding
+from ovseg_ros.modeling.common import any_true, interpolate_grid_embedding
 
 
 class Bottleneck(nn.Module):
@@ -84,7 +84,7 @@ class MaskedAttentionPool(nn.Module):
         logits = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2)  # [B, h, 1, HW]
 
         inside = (mask_logits > 0).flatten(2)  # [B, Q, HW]
-        inside = inside | ~inside.any(-1, keepdim=True)
+        inside = inside | ~any_true(inside, -1, keepdim=True)
         masked = logits.transpose(1, 2).masked_fill(~inside[:, :, None, :], float("-inf"))  # [B, Q, h, HW]
         attn = masked.softmax(-1)
         pooled = torch.einsum("bqhn,bhnd->bqhd", attn, v).reshape(batch, -1, channels)

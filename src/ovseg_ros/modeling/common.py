@@ -144,6 +144,16 @@ def interpolate_grid_embedding(grid_embedding: torch.Tensor, height: int, width:
     return grid.permute(0, 2, 3, 1).reshape(height * width, channels)
 
 
+def any_true(mask: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """`mask.any(dim)` as a float max: exported, `any` becomes an integer ReduceSum, which
+    TensorRT 8.6 does not import (its reductions take FP32/FP16 only)."""
+    return mask.to(torch.float32).amax(dim, keepdim=keepdim) > 0
+
+
+def all_true(mask: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    return ~any_true(~mask, dim, keepdim)
+
+
 def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
     """Average of `features` [B, C, H, W] inside each mask (logit > 0) -> [B, Q, C]."""
     if features.shape[-2:] != mask_logits.shape[-2:]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg_ros.modeling.common import MLP, mask_pool
+from ovseg_ros.modeling.common import MLP, all_true, mask_pool
 from ovseg_ros.modeling.position_encoding import sine_position_encoding
 
 
@@ -87,7 +87,7 @@ class MaskedAttentionDecoder(nn.Module):
             zip(self.transformer_cross_attention_layers, self.transformer_self_attention_layers, self.transformer_ffn_layers)
         ):
             level = i % self.levels
-            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)  # a query with no pixel attends everywhere
+            attn_mask = attn_mask & ~all_true(attn_mask, -1, keepdim=True)  # a query with no pixel attends everywhere
             output = cross(output, memories[level], attn_mask, positions[level], query_pos)
             output = ffn(self_attn(output, query_pos))
             embeddings, masks, attn_mask = self._predict(output, mask_features, sizes[(i + 1) % self.levels])

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg_ros.modeling.deform_conv import deform_conv2d_grid_sample
+
 
 @functools.cache
 def _deform_conv2d():
@@ -33,7 +35,10 @@ class ModulatedDeformConv(nn.Module):
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
         """Always in fp32 (torchvision has no bf16 kernel on CPU; bilinear sampling
-        offsets lose precision in half): casts are no-ops for fp32 inputs and exports."""
+        offsets lose precision in half): casts are no-ops for fp32 inputs and exports.
+        Exported as GridSample + MatMul (deform_conv.py), which every TensorRT imports."""
+        if torch.onnx.is_in_onnx_export():
+            return deform_conv2d_grid_sample(x, offset, self.weight, modulation, padding=self.padding)
         dtype = x.dtype
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = _deform_conv2d()(x.float(), offset.float(), self.weight.float(), padding=self.padding, mask=modulation.float())

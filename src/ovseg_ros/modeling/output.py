@@ -40,4 +40,4 @@ def clip_view_of_masks(image_encoder, clip_features: torch.Tensor, mask_logits: 
     embedding of each, and whether each mask has any pixel there.
     Returns (embeddings [B, Q, D], valid [B, Q], resized masks [B, Q, h, w])."""
     masks = F.interpolate(mask_logits, size=clip_features.shape[-2:], mode="bilinear", align_corners=False)
-    return image_encoder.embed_masks(clip_features, masks), (masks > 0).flatten(2).any(-1), masks
+    return image_encoder.embed_masks(clip_features, masks), masks.flatten(2).amax(-1) > 0, masks  # any pixel > 0, as a float max (exports to ReduceMax)
