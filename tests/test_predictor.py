@@ -114,3 +114,28 @@ def test_rn50x4_variant_runs():
         out = model(torch.randn(1, 3, 64, 96), torch.nn.functional.normalize(torch.randn(3, 640), dim=-1))
     assert out.mask_logits[-1].shape == (1, 100, 16, 24) and out.class_embeddings[-1].shape == (1, 100, 640)
     assert out.clip_embeddings.shape == (1, 100, 640)
+
+
+class RowLimitedEngine(TorchEngine):
+    """The real network with the one extra a compiled engine has: a most text rows its
+    optimisation profile accepts (TensorRTEngine.check_text_rows)."""
+
+    def __init__(self, model, high: int) -> None:
+        super().__init__(model)
+        self.text_rows = (1, high, high)
+
+    def check_text_rows(self, rows: int) -> None:
+        from ovseg_ros.tensorrt_plan import check_text_rows
+
+        check_text_rows(rows, self.text_rows)
+
+
+def test_vocabulary_beyond_the_engines_profile_is_refused_when_set(tiny_model):
+    """A compiled engine's profile caps the text rows: set_vocabulary (the service's and
+    the CLI's path) refuses a larger vocabulary with the limit, and the old one stays."""
+    predictor = Predictor(RowLimitedEngine(tiny_model, 4), TextEmbedder(tiny_model.text_encoder), InferenceConfig(min_size=0))
+    version = predictor.set_vocabulary("person; forklift, fork lift; pallet")  # 4 rows
+    with pytest.raises(VocabularyError, match="needs 5 text rows.*built for 1 to 4"):
+        predictor.set_vocabulary("person; forklift, fork lift; pallet; floor")
+    assert predictor.vocabulary_version == version and predictor.vocabulary.num_classes == 3
+    predictor(np.zeros((64, 64, 3), np.uint8))

@@ -62,7 +62,8 @@ EXPECTATIONS = (
     Expect(r"^ros2 launch ovseg_ros ovseg\.launch\.py params_file:=tensorrt\.yaml",
            not_run="needs TensorRT and a GPU (not installable here); the tensorrt backend's tests skip with that reason"),
     Expect(r"^\.venv/bin/ovseg bag recording/", output=r"2/2 frames segmented", files=("segmented/metadata.yaml",)),
-    Expect(r"^ovseg export --checkpoint eov_seg_r50\.pth --size 480x640", output="wrote eovseg_r50_480x640.onnx",
+    Expect(r"^ovseg export --checkpoint eov_seg_r50\.pth --size 480x640",
+           output=r"wrote eovseg_r50_480x640.onnx(.|\n)*TensorRT 8\.6: imports as documented(.|\n)*fp16 layer set: \d+ nodes",
            files=("eovseg_r50_480x640.onnx",)),
     Expect(r"^ovseg segment img\.jpg --checkpoint eov_seg_r50\.pth --backend onnxruntime", output=r"img\.jpg: \d+ segment"),
     Expect(r"^ovseg build-engine", code=2, output="needs TensorRT's Python bindings"),
@@ -76,6 +77,10 @@ EXPECTATIONS = (
     Expect(r"^\.venv/bin/python benchmarks/bench_core\.py --json bench_core\.json$", output=r"vocabulary encode", files=("bench_core.json",)),
     Expect(r"^\.venv/bin/python benchmarks/bench_depth\.py --json bench_depth\.json$", output=r"per-segment loop / ours",
            files=("bench_depth.json",)),
+    Expect(r"^\.venv/bin/python benchmarks/bench_fp16\.py --json bench_fp16\.json$", output=r"fp16 \(emulated\) against fp32",
+           files=("bench_fp16.json",)),
+    Expect(r"^ovseg check-gpu --json check_gpu\.json$", output=r"skipped: eov_seg S torch cuda fp32: no CUDA GPU",
+           files=("check_gpu.json",), timeout=1800),
     Expect(r"^python:", output=""),  # the README's Python example (run with the sample image as img.jpg)
 )
 
@@ -180,7 +185,7 @@ def _run_node_until_ready(command: str, cwd: Path) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3000)
+@pytest.mark.timeout(4200)
 @pytest.mark.parametrize("readme", ["README.md", "training/README.md"])
 def test_readme_commands_run_as_written(readme, sandbox):
     for block in readme_blocks(REPO / readme):

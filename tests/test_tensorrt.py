@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ovseg_ros.engine_tensorrt import BuildConfig, TensorRTEngine, build_engine
+from ovseg_ros.mixed_precision import calibrate_export
 from ovseg_ros.onnx_export import export_onnx
 from ovseg_ros.preprocess import preprocess
 
@@ -26,7 +27,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def onnx_file(parity_model, tmp_path_factory):
-    return export_onnx(parity_model, tmp_path_factory.mktemp("trt") / "r50.onnx", 256, 352)
+    path = export_onnx(parity_model, tmp_path_factory.mktemp("trt") / "r50.onnx", 256, 352)
+    calibrate_export(path, parity_model)  # the fp32 layer set an fp16 engine needs
+    return path
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -40,6 +43,9 @@ def test_engine_runs_two_vocabulary_sizes(onnx_file, parity_model, parity_folder
         text = torch.from_numpy(data["text_classifier"])[:rows]
         out = engine(batch.images, text)
         assert out.mask_logits.shape == (1, 100, 64, 88) and torch.isfinite(out.mask_logits).all()
+    assert engine.precision == precision and engine.text_rows == (1, 32, 64)
+    with pytest.raises(ValueError, match="built for 1 to 64"):
+        engine(batch.images, torch.zeros(65, text.shape[1]))
     out = engine(batch.images, torch.from_numpy(data["text_classifier"]))
     masks = out.mask_logits[0].cpu().numpy() > 0
     reference = data["stage2_mask_logits"] > 0

@@ -45,41 +45,53 @@ def percentiles(values: list[float]) -> dict:
     return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def run(args) -> int:
+def sample_frame(height: int, width: int) -> np.ndarray:
+    """The sample street photo at the camera size, RGB."""
+    return cv2.cvtColor(cv2.resize(cv2.imread(str(ASSETS / "street.jpg")), (width, height)), cv2.COLOR_BGR2RGB)
+
+
+def pipeline_latency(predictor, rgb: np.ndarray, iterations: int, warmup: int) -> tuple[dict, float]:
+    """Per-stage latency rows and end-to-end FPS of the node's frame pipeline (rgb8
+    message in, ROS messages out) on one image, with the predictor's vocabulary."""
     from ovseg_ros import messages
-    from ovseg_ros.cli import make_predictor
     from ovseg_ros.interfaces import rosbags_typestore
     from ovseg_ros.node.frames import Frame
     from ovseg_ros.node.pipeline import FramePipeline
 
-    height, width = args.size
-    names = [names for _, _, names in COCO_PANOPTIC_CLASSES[: args.num_classes]]
-    things = [names.split(",")[0] for _, thing, names in COCO_PANOPTIC_CLASSES[: args.num_classes] if thing]
-    args.classes, args.things, args.min_size = "; ".join(names), "; ".join(things), 0
-    predictor = make_predictor(args)
+    height, width = rgb.shape[:2]
     typestore, has_vision = rosbags_typestore()
     pipeline = FramePipeline(predictor, messages.RosbagsFactory(typestore), warn=print, with_detections=has_vision)
-
-    rgb = cv2.cvtColor(cv2.resize(cv2.imread(str(ASSETS / "street.jpg")), (width, height)), cv2.COLOR_BGR2RGB)
     Image, Header, Time = (typestore.types[f"{p}/msg/{n}"] for p, n in (("sensor_msgs", "Image"), ("std_msgs", "Header"), ("builtin_interfaces", "Time")))
     message = Image(header=Header(stamp=Time(sec=0, nanosec=0), frame_id="camera"), height=height, width=width,
                     encoding="rgb8", is_bigendian=0, step=width * 3, data=rgb.reshape(-1))
 
     per_stage: dict[str, list[float]] = {stage: [] for stage in STAGES}
     end_to_end: list[float] = []
-    for i in range(args.warmup + args.iterations):
+    for i in range(warmup + iterations):
         start = time.perf_counter()
         outputs = pipeline.process([Frame("camera", message, 0.0)])
         elapsed = time.perf_counter() - start
         if not outputs:
             raise RuntimeError("the pipeline dropped the benchmark frame")
-        if i >= args.warmup:
+        if i >= warmup:
             end_to_end.append(elapsed)
             for stage in STAGES:
                 per_stage[stage].append(pipeline.stats.latency[stage][-1])
 
     rows = {stage: percentiles(values) for stage, values in per_stage.items()}
     rows["end_to_end"] = percentiles(end_to_end)
+    return rows, 1.0 / float(np.median(end_to_end))
+
+
+def run(args) -> int:
+    from ovseg_ros.cli import make_predictor
+
+    height, width = args.size
+    names = [names for _, _, names in COCO_PANOPTIC_CLASSES[: args.num_classes]]
+    things = [names.split(",")[0] for _, thing, names in COCO_PANOPTIC_CLASSES[: args.num_classes] if thing]
+    args.classes, args.things, args.min_size = "; ".join(names), "; ".join(things), 0
+    predictor = make_predictor(args)
+    rows, fps = pipeline_latency(predictor, sample_frame(height, width), args.iterations, args.warmup)
     result = {
         "model": f"{predictor.model_config.family} {predictor.model_config.variant}",
         "backend": args.backend,
@@ -90,7 +102,7 @@ def run(args) -> int:
         "input": f"{height}x{width}",
         "classes": args.num_classes,
         "iterations": args.iterations,
-        "fps": 1.0 / float(np.median(end_to_end)),
+        "fps": fps,
         "stages": rows,
         "machine": machine_info(args.device),
     }

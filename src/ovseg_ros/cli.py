@@ -112,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(bag)
     bag.set_defaults(run=run_bag)
 
-    export = sub.add_parser("export", help="export the network to ONNX (opset 19) for onnxruntime / TensorRT", epilog=EXIT_CODES,
-                            formatter_class=formatter)
+    export = sub.add_parser(
+        "export", help="export the network to ONNX (opset 17, no plugin ops) for onnxruntime / TensorRT 8.6, 10.x, 11.x",
+        epilog=EXIT_CODES, formatter_class=formatter,
+        description="Export the network to ONNX. The file imports in every TensorRT from 8.6 on (checked against each "
+        "version's parser support) and in onnxruntime. Then the layers that must stay fp32 in an fp16 engine are measured "
+        "on the sample photos (fp16 emulated on the CPU) and kept in the file, for `ovseg build-engine --precision fp16`.")
     export.add_argument("--size", required=True, type=_size, help="network input HxW, multiples of 32 (e.g. 480x640)")
     export.add_argument("--batch", type=int, default=1, help="images per forward pass (cameras batched together)")
     export.add_argument("--out", type=Path, required=True, help="output .onnx file")
@@ -121,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--weights", choices=["checkpoint", "random"], default="checkpoint")
     export.add_argument("--model", choices=["eov_seg", "fc_clip"], default=None, help="default: the checkpoint's")
     export.add_argument("--variant", default=None, help="default: the checkpoint's")
+    export.add_argument("--no-fp16-calibration", action="store_true",
+                        help="skip measuring the fp32 layer set (the file then builds fp32 engines only)")
     export.set_defaults(run=run_export)
 
     build = sub.add_parser("build-engine", help="build (or reuse from the cache) a TensorRT engine from an exported ONNX",
@@ -135,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force-rebuild", action="store_true")
     build.add_argument("--device", default="cuda")
     build.set_defaults(run=run_build_engine)
+
+    check = sub.add_parser(
+        "check-gpu", help="EOV-Seg S and FC-CLIP R50 on every backend of this machine: agreement with CPU fp32, latency",
+        epilog=EXIT_CODES, formatter_class=formatter,
+        description="Runs torch on the CPU (the reference), onnxruntime, torch on CUDA (fp32, fp16, CUDA graphs) and "
+        "TensorRT (fp32 and fp16 engines, built here) on the same images; compares each with the reference and times "
+        "the node's frame pipeline per stage. What cannot run here is listed as skipped. Exit 1 if a row is out of "
+        "tolerance.")
+    check.add_argument("--size", type=_size, default=(480, 640), help="camera image HxW (default: 480x640)")
+    check.add_argument("--fixtures", type=Path, default=None,
+                       help="parity fixture root (with eovseg_r50/, fcclip_r50/): their images and vocabularies; "
+                       "default: the sample photos with the default vocabulary")
+    check.add_argument("--eov-seg-checkpoint", default=None, help="EOV-Seg S checkpoint (default: stand-in random weights)")
+    check.add_argument("--fc-clip-checkpoint", default=None, help="FC-CLIP R50 checkpoint (default: stand-in random weights)")
+    check.add_argument("--models", nargs="+", choices=["eov_seg", "fc_clip"], default=None, help="default: both")
+    check.add_argument("--iterations", type=int, default=50, help="timed frames per GPU row")
+    check.add_argument("--cpu-iterations", type=int, default=3, help="timed frames per CPU row")
+    check.add_argument("--warmup", type=int, default=5)
+    check.add_argument("--work-dir", type=Path, default=None, help="exported files and engines (default: a temporary folder)")
+    check.add_argument("--json", type=Path, help="also write the report here")
+    check.set_defaults(run=run_check_gpu)
 
     bench = sub.add_parser("benchmark", help="latency per pipeline stage and end-to-end FPS (table + JSON)", epilog=EXIT_CODES,
                            formatter_class=formatter)
@@ -279,7 +306,36 @@ def run_export(args: argparse.Namespace) -> int:
     if model.family == "eov_seg":
         inputs += f", text_embeddings [T, {model.config.clip.embed_dim}]"
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): {inputs}")
+    report_tensorrt_support(path)
+    if not args.no_fp16_calibration:
+        from ovseg_ros.mixed_precision import calibrate_export
+
+        found = calibrate_export(path, model)
+        a = found.agreement
+        print(f"fp16 layer set: {len(found.nodes)} nodes kept in fp32 ({len(found.overflow)} near fp16's range, "
+              f"{len(found.modules)} modules that changed the result); fp16 vs fp32 on the sample photos: panoptic pixels "
+              f"{100 * a.panoptic_pixels:.2f}%, semantic {100 * a.semantic_pixels:.2f}%, query classes "
+              f"{100 * a.query_classes:.2f}%, mask IoU {100 * a.mask_iou:.2f}%")
     return 0
+
+
+def report_tensorrt_support(path: Path) -> None:
+    """One line per TensorRT version: would its ONNX parser take this file?"""
+    import onnx
+
+    from ovseg_ros.tensorrt_support import PARSERS, check_graph
+
+    proto = onnx.load(str(path))
+    for name, parser in PARSERS.items():
+        problems = check_graph(proto, parser)
+        verdict = "imports as documented" if not problems else f"{len(problems)} problems, e.g. {problems[0]}"
+        print(f"TensorRT {name}: {verdict}")
+
+
+def run_check_gpu(args: argparse.Namespace) -> int:
+    from ovseg_ros.check_gpu import run
+
+    return run(args)
 
 
 def run_build_engine(args: argparse.Namespace) -> int:

@@ -1,21 +1,23 @@
 """TensorRT: build an engine from the exported ONNX, cache it, run it.
 
-Written against TensorRT's documented Python API (10.x, the JetPack 6 version, and 11.x);
-TensorRT cannot be installed on this project's CI machines, so this module is
-import-guarded and its tests skip without it.
+A thin layer over TensorRT's documented Python API, for 8.6 (JetPack 6.0), 10.x (JetPack
+6.1/6.2 ship 10.3; desktops) and 11.x. TensorRT cannot be installed on this project's
+CI machines, so this module is import-guarded; every decision it takes (flags, which
+layers stay fp32, caches, profile limits) is a pure function in tensorrt_plan.py,
+tested without TensorRT.
 
-- Plugins are initialised so that ONNX DeformConv maps to TensorRT's modulated
-  deformable convolution.
+- The exported file has no plugin ops (onnx_export.py): plugins are not initialised.
 - The vocabulary size is a dynamic input: one optimisation profile over the number of
-  text rows (min/opt/max configurable); a new vocabulary only changes the input shape.
-- fp16 on TensorRT 10 (weak typing): FP16 enabled, with fp32 forced on the layers that
-  overflow in half precision (normalisations, softmax, reductions and the decoders'
-  unnormalised mask-pooling products) and on FC-CLIP's pixel decoder, which the
-  published code runs in fp32. TensorRT 11 only builds strongly typed networks:
-  precision comes from the ONNX file itself (convert it to mixed precision first, e.g.
-  with ModelOpt AutoCast); an fp32 ONNX builds an fp32 engine.
+  text rows (min/opt/max configurable); a new vocabulary only changes the input shape,
+  and one with more rows than the profile's maximum is refused when it is set.
+- fp16: on 8.6 and 10.0-10.11 (weak typing) FP16 is enabled and the measured fp32 set
+  (mixed_precision.py, kept in the ONNX metadata by `ovseg export`) is constrained to
+  fp32 under OBEY_PRECISION_CONSTRAINTS, on float layers only. From 10.12 (where those
+  controls are deprecated) and on 11 (where they are gone) the network is strongly
+  typed and built from a mixed-precision ONNX written with the same fp32 set.
 - Engines are cached on disk, keyed by TensorRT version, GPU, input size, precision,
-  profile and the ONNX file's hash; a timing cache speeds rebuilds.
+  profile and the ONNX file's hash; timing caches are kept per TensorRT version and GPU.
+  The sidecar JSON records the precision the engine really has.
 """
 
 from __future__ import annotations
@@ -29,7 +31,18 @@ from pathlib import Path
 import torch
 
 from ovseg_ros.engine import BackendUnavailable, EngineOutput, resolve_device, run_in_batches
+from ovseg_ros.mixed_precision import FP32_NODES_KEY, Fp32Set, mixed_precision_model
 from ovseg_ros.onnx_export import INPUT_NAMES, OUTPUT_NAMES, postprocess_tensors, read_metadata
+from ovseg_ros.tensorrt_plan import (
+    BuildPlan,
+    build_plan,
+    check_text_rows,
+    check_version,
+    keep_layer_fp32,
+    onnx_node_of,
+    parse_version,
+    timing_cache_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +58,10 @@ def import_tensorrt():
         import tensorrt as trt
     except ImportError as exc:
         raise BackendUnavailable(
-            "the tensorrt backend needs TensorRT's Python bindings (10.x or 11.x): on Jetson they come with "
-            "JetPack (python3-libnvinfer); on x86 install TensorRT from NVIDIA. Or use backend onnxruntime/torch."
+            "the tensorrt backend needs TensorRT's Python bindings (8.6 or newer): on Jetson they come with "
+            "JetPack 6 (python3-libnvinfer); on x86 install TensorRT from NVIDIA. Or use backend onnxruntime/torch."
         ) from exc
+    check_version(parse_version(trt.__version__))
     return trt
 
 
@@ -86,16 +100,56 @@ def gpu_identity(device: torch.device) -> str:
     return f"{props.name} sm_{props.major}{props.minor}"
 
 
-def _keep_fp32(trt, layer) -> bool:
-    fp32_types = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX, trt.LayerType.REDUCE}
-    if layer.type in fp32_types:
-        return True
-    # FC-CLIP's pixel decoder runs in fp32 as published (deformable sampling is not half-safe)
-    if "pixel_decoder" in layer.name:
-        return True
-    # the decoders' mask-pooling products sum features over thousands of pixels
-    pooling = "mask_heads" in layer.name or "transformer_decoder" in layer.name
-    return pooling and layer.type in {trt.LayerType.MATRIX_MULTIPLY, trt.LayerType.EINSUM}
+def _dtype_name(trt, dtype) -> str:
+    return getattr(dtype, "name", str(dtype).rsplit(".", 1)[-1])
+
+
+def _constrain_fp32_layers(trt, network, fp32_nodes: list[str]) -> int:
+    """Weak typing: pin the measured fp32 set's float layers to fp32; returns how many."""
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        node = onnx_node_of(layer.name, getattr(layer, "metadata", None), fp32_nodes)
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if keep_layer_fp32(
+            layer.type.name,
+            [_dtype_name(trt, t.dtype) if t is not None else None for t in inputs],
+            [_dtype_name(trt, t.dtype) for t in outputs],
+            any(t.is_shape_tensor for t in outputs),
+            node,
+            fp32_nodes,
+        ):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            count += 1
+    return count
+
+
+def _parse(trt, builder, logger, plan: BuildPlan, onnx_path: Path):
+    flags = 0
+    if plan.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if plan.strongly_typed_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if plan.native_instancenorm and hasattr(trt, "OnnxParserFlag"):
+        parser.set_flag(trt.OnnxParserFlag.NATIVE_INSTANCENORM)  # else 8.6 uses a plugin for it
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {onnx_path}:\n{errors}")
+    return network, parser
+
+
+def _fp32_nodes(meta: dict, onnx_path: Path) -> list[str]:
+    if FP32_NODES_KEY not in meta:
+        raise EngineBuildError(
+            f"{onnx_path} has no measured fp32 layer set, which an fp16 engine needs: export it again with "
+            "`ovseg export` (it measures the set), or build with --precision fp32"
+        )
+    return Fp32Set.from_json(meta[FP32_NODES_KEY]).nodes
 
 
 def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), device: str = "cuda") -> Path:
@@ -103,27 +157,28 @@ def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), dev
     trt = import_tensorrt()
     onnx_path = Path(onnx_path)
     meta = read_metadata(onnx_path)
+    plan = build_plan(parse_version(trt.__version__), config.precision)
+    fp32_nodes = _fp32_nodes(meta, onnx_path) if plan.precision == "fp16" else []
     torch_device = resolve_device(device)
+    gpu = gpu_identity(torch_device)
     profile_rows = (config.min_text_rows, config.opt_text_rows, config.max_text_rows)
-    key = cache_key(trt.__version__, gpu_identity(torch_device), meta["input_size"], config.precision, profile_rows, file_sha256(onnx_path))
+    key = cache_key(trt.__version__, gpu, meta["input_size"], plan.precision, profile_rows, file_sha256(onnx_path))
     cache_dir = Path(config.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     engine_path = cache_dir / f"{key}.engine"
-    if engine_path.exists() and not config.force_rebuild:
+    if engine_path.exists() and engine_path.with_suffix(".json").exists() and not config.force_rebuild:
         log.info("using cached engine %s", engine_path)
         return engine_path
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    trt.init_libnvinfer_plugins(logger, "")
-    builder = trt.Builder(logger)
-    strongly_typed = int(trt.__version__.split(".")[0]) >= 11
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT could not parse {onnx_path}:\n{errors}")
+    source = onnx_path
+    if plan.mixed_precision_onnx:  # strongly typed: the file itself says which layers are fp16
+        import onnx
 
+        source = cache_dir / f"{key}.mixed.onnx"
+        onnx.save(mixed_precision_model(onnx.load(str(onnx_path)), fp32_nodes), str(source))
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _parse(trt, builder, logger, plan, source)
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_gib * (1 << 30)))
     if "text_embeddings" in meta["inputs"]:  # EOV-Seg: the vocabulary size is a dynamic input
@@ -131,31 +186,34 @@ def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), dev
         dim = meta["text_dim"]
         profile.set_shape("text_embeddings", (profile_rows[0], dim), (profile_rows[1], dim), (profile_rows[2], dim))
         builder_config.add_optimization_profile(profile)
-    if config.precision == "fp16":
-        if strongly_typed:
-            log.warning("TensorRT %s builds strongly typed networks: the engine has the ONNX file's precision. "
-                        "For fp16, convert the ONNX to mixed precision first (e.g. ModelOpt AutoCast).", trt.__version__)
-        else:
-            builder_config.set_flag(trt.BuilderFlag.FP16)
-            builder_config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            for i in range(network.num_layers):
-                layer = network.get_layer(i)
-                if _keep_fp32(trt, layer):
-                    layer.precision = trt.float32
-                    for j in range(layer.num_outputs):
-                        layer.set_output_type(j, trt.float32)
+    constrained = 0
+    if plan.fp16_flag:
+        builder_config.set_flag(trt.BuilderFlag.FP16)
+    if plan.obey_precision_constraints:
+        builder_config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        constrained = _constrain_fp32_layers(trt, network, fp32_nodes)
+        log.info("%d of %d layers kept in fp32 (measured set of %d ONNX nodes)", constrained, network.num_layers, len(fp32_nodes))
 
-    timing_path = cache_dir / "timing.cache"
+    timing_path = cache_dir / timing_cache_name(trt.__version__, gpu)
     timing_cache = builder_config.create_timing_cache(timing_path.read_bytes() if timing_path.exists() else b"")
-    builder_config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    if not builder_config.set_timing_cache(timing_cache, ignore_mismatch=False):
+        log.warning("timing cache %s does not fit this TensorRT/GPU: building without it", timing_path)
+        builder_config.set_timing_cache(builder_config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, builder_config)
     if serialized is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
+        raise EngineBuildError(f"TensorRT {trt.__version__} failed to build an engine from {source} (see its log above)")
     timing_path.write_bytes(builder_config.get_timing_cache().serialize())
     engine_path.write_bytes(serialized)
-    sidecar = {"onnx": str(onnx_path), "metadata": meta, "build": {**asdict(config), "cache_dir": str(config.cache_dir)}, "tensorrt": trt.__version__}
+    sidecar = {
+        "onnx": str(onnx_path), "built_from": str(source), "metadata": meta,
+        "build": {**asdict(config), "cache_dir": str(config.cache_dir)},
+        "tensorrt": trt.__version__, "gpu": gpu,
+        "precision": plan.precision,  # what the engine has, not only what was asked
+        "strongly_typed": plan.strongly_typed, "fp32_layers": constrained, "fp32_nodes": len(fp32_nodes),
+        "text_rows": list(profile_rows) if "text_embeddings" in meta["inputs"] else None,
+    }
     engine_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
-    log.info("built %s", engine_path)
+    log.info("built %s (%s, TensorRT %s)", engine_path, plan.precision, trt.__version__)
     return engine_path
 
 
@@ -174,9 +232,10 @@ class TensorRTEngine:
         sidecar = engine_path.with_suffix(".json")
         if not sidecar.exists():
             raise FileNotFoundError(f"{sidecar} is missing: build engines with `ovseg build-engine`")
-        self.metadata = json.loads(sidecar.read_text())["metadata"]
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
+        built = json.loads(sidecar.read_text())
+        self.metadata = built["metadata"]
+        self.precision = built.get("precision")
+        logger = trt.Logger(trt.Logger.WARNING)  # no plugin ops in our files: no plugin library to load
         torch.cuda.set_device(self.device)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
@@ -189,17 +248,32 @@ class TensorRTEngine:
         self.inputs = tuple(self.metadata.get("inputs", INPUT_NAMES))
         self._dtypes = {name: self._torch_dtype(name) for name in (*self.inputs, *OUTPUT_NAMES)}
         self._outputs: dict[str, torch.Tensor] = {}
+        self.text_rows = None  # (min, opt, max) of the profile; None: the engine takes no text
+        if "text_embeddings" in self.inputs:
+            low, opt, high = self.engine.get_tensor_profile_shape("text_embeddings", 0)
+            self.text_rows = (int(low[0]), int(opt[0]), int(high[0]))
+
+    def check_text_rows(self, rows: int) -> None:
+        """Raises ValueError for a vocabulary the profile cannot take (before it is set)."""
+        if self.text_rows is not None:
+            check_text_rows(rows, self.text_rows)
 
     def _torch_dtype(self, name: str) -> torch.dtype:
-        trt = self.trt
-        mapping = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.bool: torch.bool, trt.int64: torch.int64}
-        return mapping[self.engine.get_tensor_dtype(name)]
+        # by name: trt.int64 and trt.bfloat16 exist from 9.0 only; 8.6 binds INT64 as INT32
+        mapping = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
+                   "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
+        name_of = _dtype_name(self.trt, self.engine.get_tensor_dtype(name))
+        if name_of not in mapping:
+            raise EngineBuildError(f"engine tensor {name} has type {name_of}, which this backend does not read")
+        return mapping[name_of]
 
     def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
         has_text = "text_embeddings" in self.inputs  # FC-CLIP's engine takes the images only
         if has_text:
             text = text_embeddings.to(self.device, self._dtypes["text_embeddings"]).contiguous()
-            self.context.set_input_shape("text_embeddings", tuple(text.shape))  # a new vocabulary size
+            self.check_text_rows(int(text.shape[0]))
+            if not self.context.set_input_shape("text_embeddings", tuple(text.shape)):  # a new vocabulary size
+                raise ValueError(f"TensorRT refused text_embeddings of shape {tuple(text.shape)} (profile {self.text_rows})")
 
         def run(chunk: torch.Tensor) -> list[torch.Tensor]:
             chunk = chunk.to(self.device, self._dtypes["images"]).contiguous()

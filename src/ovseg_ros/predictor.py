@@ -153,6 +153,12 @@ class Predictor:
         vocabulary = Vocabulary.parse(classes, things)
         self.text_embedder.check_fits(vocabulary)
         text, class_index = self.text_embedder.classifier(vocabulary)
+        check_rows = getattr(self.engine, "check_text_rows", None)  # compiled engines have a profile limit
+        if check_rows is not None:
+            try:
+                check_rows(int(text.shape[0]))
+            except ValueError as exc:
+                raise VocabularyError(str(exc)) from exc
         text = text.to(self.device)
         with torch.inference_mode():
             text_with_void = append_void(text, self.engine.void_embedding)
@@ -203,9 +209,11 @@ class Predictor:
         return results
 
     @torch.inference_mode()
-    def postprocess(self, output: EngineOutput, batch: Batch, state: VocabularyState, return_probabilities: bool = False) -> list[Prediction]:
+    def query_scores(self, output: EngineOutput, state: VocabularyState) -> torch.Tensor:
+        """[B, Q, K+1] class log-probabilities of each query (void last), after the
+        in/out-of-vocabulary ensemble."""
         cfg = self.config
-        mask_cls = classify_masks(
+        return classify_masks(
             output.class_embeddings,
             output.clip_embeddings,
             output.clip_mask_valid,
@@ -218,6 +226,11 @@ class Predictor:
             cfg.ensemble_beta,
             self.model_config.ensemble_on_valid_mask if cfg.ensemble_on_valid_mask is None else cfg.ensemble_on_valid_mask,
         )
+
+    @torch.inference_mode()
+    def postprocess(self, output: EngineOutput, batch: Batch, state: VocabularyState, return_probabilities: bool = False) -> list[Prediction]:
+        cfg = self.config
+        mask_cls = self.query_scores(output, state)
         results = []
         for i in range(len(batch.input_sizes)):
             masks = upsample_masks(output.mask_logits[i : i + 1], batch.padded_size, batch.resized_sizes[i], batch.input_sizes[i])[0]

@@ -1,0 +1,447 @@
+"""Which layers must stay fp32 in an fp16 engine, found by measurement, and the
+mixed-precision ONNX that strongly typed TensorRT builds from.
+
+No GPU is needed: fp16 is emulated in onnxruntime on the CPU by rounding every float
+computation's output (and the weights and inputs) to half precision and back, which is
+what an fp16 engine stores between layers (TensorRT accumulates matrix products in fp32).
+1. One fp32 run with every intermediate exposed gives each node's largest magnitude:
+   nodes within `OVERFLOW_MARGIN` of fp16's limit (65504) stay fp32.
+2. The network with everything else rounded is compared with fp32 on the calibration
+   inputs (panoptic and semantic pixels, per-query classes, mask IoU). If it misses the
+   targets, each module (ONNX node-name scope) is rounded alone and scored, and the most
+   damaging modules join the fp32 set until the targets are met.
+The resulting node names travel in the ONNX metadata (`fp32_nodes`): the weakly typed
+build (TensorRT 8.6 / 10 before 10.12) constrains exactly those layers, and the strongly
+typed build (10.12 on, 11) compiles `mixed_precision_model`, which keeps them in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FP16_MAX = 65504.0
+OVERFLOW_MARGIN = 4.0  # calibration images are few: keep fp32 where they came within 4x of the limit
+FP32_NODES_KEY = "fp32_nodes"
+
+# ops that move or select values without computing new ones: their precision follows
+# their inputs, so they are neither rounded separately nor ever constrained
+DATA_MOVEMENT_OPS = frozenset({
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Gather", "GatherElements", "Concat", "Split",
+    "Expand", "Identity", "Flatten", "Pad", "Where", "Tile", "Cast", "Constant", "ConstantOfShape", "Shape",
+})
+
+
+@dataclass(frozen=True)
+class AgreementTargets:
+    """fp16 against fp32, on the calibration inputs (fractions)."""
+
+    panoptic_pixels: float = 0.99
+    semantic_pixels: float = 0.99
+    query_classes: float = 0.98
+    mask_iou: float = 0.97  # mean over queries of IoU(logit > 0)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    panoptic_pixels: float
+    semantic_pixels: float
+    query_classes: float
+    mask_iou: float
+    mask_iou_min: float
+
+    def meets(self, targets: AgreementTargets) -> bool:
+        return (self.panoptic_pixels >= targets.panoptic_pixels and self.semantic_pixels >= targets.semantic_pixels
+                and self.query_classes >= targets.query_classes and self.mask_iou >= targets.mask_iou)
+
+    def shortfall(self, targets: AgreementTargets) -> float:
+        """How far below the targets (0 when met): the score that ranks modules."""
+        return max(0.0, targets.panoptic_pixels - self.panoptic_pixels, targets.semantic_pixels - self.semantic_pixels,
+                   targets.query_classes - self.query_classes, targets.mask_iou - self.mask_iou)
+
+    @staticmethod
+    def mean(items: Sequence["Agreement"]) -> "Agreement":
+        return Agreement(
+            *(float(np.mean([getattr(a, f) for a in items])) for f in ("panoptic_pixels", "semantic_pixels", "query_classes", "mask_iou")),
+            float(min(a.mask_iou_min for a in items)),
+        )
+
+
+def compare(reference: dict, candidate: dict) -> Agreement:
+    """Agreement of one image's results: dicts with `panoptic` [H, W], `semantic` [H, W],
+    `query_classes` [Q] and `masks` [Q, h, w] bool."""
+    def same_segments(a: np.ndarray, b: np.ndarray) -> float:
+        # segment ids are arbitrary: pixels agree when they fall in matched segments
+        # under the one-to-one matching of ids that maximises overlap (scipy's assignment)
+        from scipy.optimize import linear_sum_assignment
+
+        ids_a, inv_a = np.unique(a, return_inverse=True)
+        ids_b, inv_b = np.unique(b, return_inverse=True)
+        overlap = np.zeros((ids_a.size, ids_b.size), np.int64)
+        np.add.at(overlap, (inv_a.ravel(), inv_b.ravel()), 1)
+        rows, cols = linear_sum_assignment(overlap, maximize=True)
+        return overlap[rows, cols].sum() / a.size
+
+    ref_masks, cand_masks = reference["masks"], candidate["masks"]
+    inter = (ref_masks & cand_masks).sum((1, 2))
+    union = (ref_masks | cand_masks).sum((1, 2))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return Agreement(
+        panoptic_pixels=float(same_segments(reference["panoptic"], candidate["panoptic"])),
+        semantic_pixels=float((reference["semantic"] == candidate["semantic"]).mean()),
+        query_classes=float((reference["query_classes"] == candidate["query_classes"]).mean()),
+        mask_iou=float(iou.mean()),
+        mask_iou_min=float(iou.min()),
+    )
+
+
+def _float_types(model) -> dict[str, int]:
+    import onnx
+
+    def collect(graph) -> dict[str, int]:
+        types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+        types.update({t.name: t.data_type for t in graph.initializer})
+        return {k: v for k, v in types.items() if v}
+
+    types = collect(model.graph)  # our exports carry every tensor's type (onnx-graphsurgeon writes them)
+    if all(o in types for n in model.graph.node for o in n.output if o):
+        return types
+    return collect(onnx.shape_inference.infer_shapes(model).graph)
+
+
+def compute_nodes(model) -> list[str]:
+    """Names of the nodes that compute new float values (float in, float out)."""
+    import onnx
+
+    float_type = onnx.TensorProto.FLOAT
+    types = _float_types(model)
+    names = []
+    for node in model.graph.node:
+        if node.op_type in DATA_MOVEMENT_OPS or not node.output:
+            continue
+        outputs_float = all(types.get(o) == float_type for o in node.output if o)
+        inputs_float = any(types.get(i) == float_type for i in node.input if i)
+        if outputs_float and inputs_float:
+            names.append(node.name)
+    return names
+
+
+def check_node_names(model) -> None:
+    names = [n.name for n in model.graph.node]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ValueError("every node needs a unique name to be kept in fp32 by name")
+
+
+def rounded_model(model, fp32_nodes: Iterable[str] = (), computing: Sequence[str] | None = None):
+    """A copy of `model` that emulates an fp16 engine: the outputs of every computing
+    node outside `fp32_nodes`, the float inputs and the weights those nodes read are
+    rounded to fp16 and back (Cast pairs; onnxruntime then runs it in fp32)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    check_node_names(model)
+    keep = set(fp32_nodes)
+    computing = compute_nodes(model) if computing is None else computing  # shape inference: slow on big files
+    rounded = onnx.ModelProto()
+    rounded.CopyFrom(model)
+    graph = rounded.graph
+    rounding = set(computing) - keep
+    targets = [n for n in graph.node if n.name in rounding]
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def round_tensor(name: str) -> str:
+        half, back = f"{name}__fp16", f"{name}__fp16_rounded"
+        graph.node.extend([
+            helper.make_node("Cast", [name], [half], to=onnx.TensorProto.FLOAT16, name=f"{name}__to_fp16"),
+            helper.make_node("Cast", [half], [back], to=onnx.TensorProto.FLOAT, name=f"{name}__to_fp32"),
+        ])
+        return back
+
+    renames: dict[str, str] = {}
+    outputs = {o.name for o in graph.output}
+    for node in targets:
+        for name in node.output:
+            if name and name not in outputs:
+                renames[name] = round_tensor(name)
+    float_inputs = [i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    for name in float_inputs:
+        renames[name] = round_tensor(name)
+    for node in graph.node:
+        if node.op_type == "Cast" and node.name.endswith(("__to_fp16", "__to_fp32")):
+            continue
+        for k, name in enumerate(node.input):
+            if name in renames:
+                node.input[k] = renames[name]
+    target_names = {n.name for n in targets}
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        users = consumers.get(init.name, [])
+        if users and all(u.name in target_names for u in users):
+            values = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(values.astype(np.float16).astype(np.float32), init.name))
+    rounded_graph = helper.make_graph(list(_toposorted(graph)), graph.name, graph.input, graph.output, graph.initializer)
+    del graph.node[:]
+    graph.node.extend(rounded_graph.node)
+    return rounded
+
+
+def _toposorted(graph):
+    produced = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    while pending:
+        ready = [n for n in pending if all(i in produced for i in n.input)]
+        if not ready:
+            raise ValueError("graph has a cycle or an undefined input")
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+        for n in ready:
+            produced.update(n.output)
+            yield n
+
+
+def output_ranges(model, feeds: Sequence[dict[str, np.ndarray]], computing: Sequence[str] | None = None) -> dict[str, float]:
+    """Largest |value| each computing node produced over `feeds` (fp32 run)."""
+    import onnx
+    import onnxruntime as ort
+
+    nodes = {n.name: n for n in model.graph.node}
+    names = compute_nodes(model) if computing is None else list(computing)
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    have = {o.name for o in exposed.graph.output}
+    wanted = {}
+    for name in names:
+        for out in nodes[name].output:
+            wanted[out] = name
+            if out not in have:
+                exposed.graph.output.append(onnx.ValueInfoProto(name=out))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every intermediate as exported
+    session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    output_names = [o.name for o in session.get_outputs()]
+    largest = dict.fromkeys(names, 0.0)
+    for feed in feeds:
+        for out, value in zip(output_names, session.run(output_names, feed)):
+            node = wanted.get(out)
+            if node is not None and value.size and np.issubdtype(value.dtype, np.floating):
+                finite = np.abs(value[np.isfinite(value)])
+                largest[node] = max(largest[node], float(finite.max()) if finite.size else float("inf"))
+    return largest
+
+
+def overflow_nodes(ranges: dict[str, float], margin: float = OVERFLOW_MARGIN) -> list[str]:
+    return sorted(name for name, value in ranges.items() if value * margin > FP16_MAX)
+
+
+def module_of(node_name: str) -> str:
+    """The scope a torch export gives a node: '/model/decoder/mask_heads.0/s_atten/MatMul' ->
+    '/model/decoder/mask_heads.0/s_atten'."""
+    return node_name.rsplit("/", 1)[0] if "/" in node_name else node_name
+
+
+@dataclass
+class Fp32Set:
+    """The outcome of `find_fp32_nodes`, kept in the export's metadata and reports."""
+
+    nodes: list[str]
+    overflow: list[str]  # from the range run
+    modules: list[str]  # added because rounding them alone changed the result
+    agreement: Agreement  # final fp16 emulation against fp32 (mean over inputs)
+    agreement_all_fp16: Agreement  # before anything was kept in fp32
+    targets: AgreementTargets = field(default_factory=AgreementTargets)
+    evaluations: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "targets": asdict(self.targets)})
+
+    @staticmethod
+    def from_json(text: str) -> "Fp32Set":
+        data = json.loads(text)
+        return Fp32Set(
+            nodes=data["nodes"], overflow=data["overflow"], modules=data["modules"],
+            agreement=Agreement(**data["agreement"]), agreement_all_fp16=Agreement(**data["agreement_all_fp16"]),
+            targets=AgreementTargets(**data["targets"]), evaluations=data.get("evaluations", 0),
+        )
+
+
+def find_fp32_nodes(
+    model,
+    feeds: Sequence[dict[str, np.ndarray]],
+    evaluate: Callable[[object], Agreement],
+    targets: AgreementTargets = AgreementTargets(),
+    max_evaluations: int = 400,
+) -> Fp32Set:
+    """`evaluate(model_proto)` runs a (rounded) model on the calibration inputs and returns
+    its mean agreement with the fp32 reference.
+
+    Overflow first (one run). Only if the rest rounded misses the targets: each module
+    (the export's node-name scope) is rounded alone and scored by how far that alone
+    misses the targets, and the worst join the fp32 set until the targets are met (one
+    run per module: minutes on a CPU at camera sizes, logged as it goes)."""
+    computing = compute_nodes(model)
+    by_module: dict[str, list[str]] = {}
+    for name in computing:
+        by_module.setdefault(module_of(name), []).append(name)
+    overflow = overflow_nodes(output_ranges(model, feeds, computing))
+    evaluations = 0
+
+    def run(keep: Iterable[str]) -> Agreement:
+        nonlocal evaluations
+        evaluations += 1
+        if evaluations % 20 == 0:
+            log.warning("fp16 layer search: %d runs so far", evaluations)
+        return evaluate(rounded_model(model, keep, computing))
+
+    all_fp16 = run([])
+    keep = list(overflow)
+    agreement = run(keep) if keep else all_fp16
+    added: list[str] = []
+    if not agreement.meets(targets):
+        log.warning("fp16 misses the agreement targets beyond overflow (%s): scoring %d modules", agreement, len(by_module))
+        scores = {}
+        for module, names in by_module.items():
+            if set(names) <= set(keep) or evaluations >= max_evaluations:
+                continue
+            alone = [n for n in computing if n not in names]  # round this module only
+            scores[module] = run(alone).shortfall(targets)
+        for module in sorted(scores, key=scores.get, reverse=True):
+            if scores[module] <= 0.0 or evaluations >= max_evaluations:
+                break
+            added.append(module)
+            keep.extend(n for n in by_module[module] if n not in keep)
+            agreement = run(keep)
+            if agreement.meets(targets):
+                break
+    if not agreement.meets(targets):
+        log.warning("fp16 still misses the agreement targets with %d nodes in fp32: %s", len(keep), agreement)
+    return Fp32Set(sorted(keep), overflow, added, agreement, all_fp16, targets, evaluations)
+
+
+def mixed_precision_model(model, fp32_nodes: Sequence[str]):
+    """fp16 weights and activations except `fp32_nodes` (inputs and outputs stay fp32):
+    what a strongly typed TensorRT build compiles for `--precision fp16`
+    (onnxconverter-common's converter, with Cast nodes at the fp32 boundaries)."""
+    from onnxconverter_common import float16
+
+    check_node_names(model)
+    return float16.convert_float_to_float16(
+        model, keep_io_types=True, node_block_list=list(fp32_nodes), disable_shape_infer=False,
+    )
+
+
+def pipeline_results(predictor, output, batch, state) -> list[dict]:
+    """What `compare` needs, per image, from an engine output through the predictor's
+    own post-processing."""
+    predictions = predictor.postprocess(output, batch, state)
+    query_classes = predictor.query_scores(output, state).argmax(-1).cpu().numpy()
+    masks = (output.mask_logits > 0).cpu().numpy()
+    return [
+        {"panoptic": p.panoptic, "semantic": p.semantic, "query_classes": query_classes[i], "masks": masks[i]}
+        for i, p in enumerate(predictions)
+    ]
+
+
+class Calibration:
+    """Calibration inputs (preprocessed batches with their vocabularies) and the fp32
+    results of the exported model on them; `evaluate` scores another model proto."""
+
+    def __init__(self, model, predictor, cases: Sequence[tuple[object, object]]) -> None:
+        """model: the fp32 ONNX proto; predictor: any Predictor of the same weights (its
+        post-processing is used); cases: (Batch, VocabularyState) pairs."""
+        self.model = model
+        self.predictor = predictor
+        self.cases = list(cases)
+        self.feeds = [self._feed(batch, state) for batch, state in self.cases]
+        self.reference = self._results(model)
+
+    def _feed(self, batch, state) -> dict[str, np.ndarray]:
+        names = {i.name for i in self.model.graph.input}
+        feed = {"images": batch.images.detach().float().cpu().numpy()}
+        if "text_embeddings" in names:
+            feed["text_embeddings"] = state.text.detach().float().cpu().numpy()
+        return feed
+
+    def _results(self, model) -> list[list[dict]]:
+        import onnxruntime as ort
+        import torch
+
+        from ovseg_ros.engine import EngineOutput
+        from ovseg_ros.onnx_export import OUTPUT_NAMES
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keeps every rounding Cast
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        results = []
+        for (batch, state), feed in zip(self.cases, self.feeds):
+            output = EngineOutput(*(torch.from_numpy(a) for a in session.run(list(OUTPUT_NAMES), feed)))
+            results.append(pipeline_results(self.predictor, output, batch, state))
+        return results
+
+    def evaluate(self, model) -> Agreement:
+        candidate = self._results(model)
+        return Agreement.mean([compare(r, c) for ref, cand in zip(self.reference, candidate) for r, c in zip(ref, cand)])
+
+    def find_fp32_nodes(self, targets: AgreementTargets = AgreementTargets()) -> Fp32Set:
+        return find_fp32_nodes(self.model, self.feeds, self.evaluate, targets)
+
+
+def sample_images() -> list[np.ndarray]:
+    """The package's two sample photos (a warehouse, a street), RGB uint8."""
+    from importlib.resources import files
+
+    import cv2
+
+    images = []
+    for name in ("warehouse.jpg", "street.jpg"):
+        data = np.frombuffer(files("ovseg_ros").joinpath("assets", name).read_bytes(), np.uint8)
+        images.append(cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    return images
+
+
+def calibrate_export(onnx_path, model, images: Sequence[np.ndarray] | None = None, classes=None, things=None,
+                     targets: AgreementTargets = AgreementTargets()) -> Fp32Set:
+    """Measure the fp32 set of an exported file on `images` (default: the sample photos)
+    with a vocabulary (default: the node's), and keep it in the file's metadata."""
+    import onnx
+
+    from ovseg_ros.config import DEFAULT_CLASSES, InferenceConfig
+    from ovseg_ros.engine import create_engine
+    from ovseg_ros.predictor import Predictor
+    from ovseg_ros.preprocess import preprocess
+    from ovseg_ros.vocabulary import TextEmbedder
+
+    engine = create_engine("onnxruntime", model, "cpu", str(onnx_path))
+    predictor = Predictor(engine, TextEmbedder(model.text_encoder), InferenceConfig(), model.config)
+    state = predictor.prepare_vocabulary(classes or DEFAULT_CLASSES, things)
+    cases = []
+    for image in images if images is not None else sample_images():
+        batch = preprocess([image], predictor._pixel_mean, predictor._pixel_std, predictor.config.min_size,
+                           predictor.config.max_size, model.config.size_divisibility, fixed_size=engine.input_size)
+        cases.append((batch, state))
+    proto = onnx.load(str(onnx_path))
+    found = Calibration(proto, predictor, cases).find_fp32_nodes(targets)
+    write_fp32_set(onnx_path, found, proto)
+    return found
+
+
+def write_fp32_set(onnx_path, found: Fp32Set, proto=None) -> None:
+    import onnx
+
+    proto = proto if proto is not None else onnx.load(str(onnx_path))
+    kept = [p for p in proto.metadata_props if p.key != FP32_NODES_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = FP32_NODES_KEY, found.to_json()
+    onnx.save(proto, str(onnx_path))
