@@ -6,7 +6,8 @@ far an fp16 engine's result would be from fp32 with and without them.
 Per folder: the model with the folder's deterministic stand-in weights, exported at its
 cases' padded size; fp16 emulated in onnxruntime (every float node's output, the
 weights and the inputs rounded to half precision, mixed_precision.py); the fp32 set
-measured on the folder's cases with their vocabularies. Prints a table and JSON:
+measured on the folder's cases with their vocabularies; then the mixed-precision file
+(fp16 outside the set) run for real in onnxruntime. Prints a table and JSON:
 agreement with fp32 (panoptic pixels matched segment to segment, semantic pixels,
 per-query classes including void, mean and minimum per-query mask IoU) for all-fp16
 and for fp16 with the fp32 set, and the set itself (node names, grouped by module).
@@ -33,7 +34,7 @@ from support import load_cases, write_stand_in_checkpoint  # noqa: E402
 from ovseg_ros.benchmark import machine_info  # noqa: E402
 from ovseg_ros.config import InferenceConfig  # noqa: E402
 from ovseg_ros.engine import create_engine  # noqa: E402
-from ovseg_ros.mixed_precision import Calibration, module_of  # noqa: E402
+from ovseg_ros.mixed_precision import Calibration, mixed_precision_model, module_of  # noqa: E402
 from ovseg_ros.onnx_export import export_onnx  # noqa: E402
 from ovseg_ros.predictor import Predictor, build_model  # noqa: E402
 from ovseg_ros.preprocess import preprocess  # noqa: E402
@@ -58,7 +59,11 @@ def measure(folder: Path, work: Path) -> dict:
         state = predictor.prepare_vocabulary(case["classes"], case["things"])
         batch = preprocess([image], predictor._pixel_mean, predictor._pixel_std, 0, fixed_size=engine.input_size)
         calibration_cases.append((batch, state))
-    found = Calibration(onnx.load(str(path)), predictor, calibration_cases).find_fp32_nodes()
+    calibration = Calibration(onnx.load(str(path)), predictor, calibration_cases)
+    found = calibration.find_fp32_nodes()
+    # the mixed-precision file a strongly typed TensorRT builds from, run for real in
+    # onnxruntime (fp16 kernels where its CPU has them): a check on the emulation
+    mixed = calibration.evaluate(mixed_precision_model(calibration.model, found.nodes))
     return {
         "folder": folder.name,
         "model": f"{model.family} {model.config.variant}",
@@ -70,6 +75,7 @@ def measure(folder: Path, work: Path) -> dict:
         "modules_added": found.modules,
         "all_fp16": found.agreement_all_fp16.__dict__,
         "with_fp32_set": found.agreement.__dict__,
+        "mixed_precision_file": mixed.__dict__,
         "evaluations": found.evaluations,
         "seconds": time.perf_counter() - start,
     }
@@ -92,9 +98,11 @@ def main() -> int:
                 f"{100 * a['mask_iou']:7.2f} {100 * a['mask_iou_min']:7.2f}")
 
     print("\nfp16 (emulated) against fp32, % agreement: panoptic px, semantic px, query classes, mask IoU mean, min")
-    print(f"{'folder':18s} {'input':8s} {'fp32 nodes':>10s} | {'all fp16':^39s} | {'with the fp32 set':^39s}")
+    print(f"{'folder':18s} {'input':8s} {'fp32 nodes':>10s} | {'all fp16':^39s} | {'with the fp32 set':^39s} | "
+          f"{'mixed-precision file, onnxruntime':^39s}")
     for r in rows:
-        print(f"{r['folder']:18s} {r['input']:8s} {len(r['fp32_nodes']):10d} | {cells(r['all_fp16'])} | {cells(r['with_fp32_set'])}")
+        print(f"{r['folder']:18s} {r['input']:8s} {len(r['fp32_nodes']):10d} | {cells(r['all_fp16'])} | {cells(r['with_fp32_set'])} | "
+              f"{cells(r['mixed_precision_file'])}")
     for r in rows:
         print(f"{r['folder']}: fp32 set by module: {r['fp32_modules'] or 'none'}")
     result = {"machine": machine_info("cpu"), "rows": rows}

@@ -335,9 +335,61 @@ def mixed_precision_model(model, fp32_nodes: Sequence[str]):
     from onnxconverter_common import float16
 
     check_node_names(model)
-    return float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=list(fp32_nodes), disable_shape_infer=False,
-    )
+    mixed = float16.convert_float_to_float16(_unshared_initializers(model), keep_io_types=True, node_block_list=list(fp32_nodes),
+                                             disable_shape_infer=False)
+    _fix_cast_targets(mixed)
+    return mixed
+
+
+def _unshared_initializers(model):
+    """A copy where no float initializer feeds two nodes: the converter types a shared
+    one by its first consumer, so a constant shared by an fp32 and an fp16 node would
+    meet the fp16 one in the wrong type (e.g. the 0.5 of a sigmoid threshold)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = copy.graph
+    # a graph output that nodes also read (mask_logits feeds the last mask pooling) is cast
+    # back to fp32 for the caller: the readers get an Identity's copy of their own instead
+    outputs = {o.name for o in graph.output}
+    read = {i for n in graph.node for i in n.input}
+    for name in outputs & read:
+        inner = f"{name}__inner"
+        for node in graph.node:
+            node.output[:] = [inner if o == name else o for o in node.output]
+            node.input[:] = [inner if i == name else i for i in node.input]
+        graph.node.append(onnx.helper.make_node("Identity", [inner], [name], name=f"{name}__output"))
+    floats = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    seen: dict[str, int] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name not in floats:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                clone = onnx.TensorProto()
+                clone.CopyFrom(floats[name])
+                clone.name = f"{name}__for_{node.name}"
+                graph.initializer.append(clone)
+                node.input[k] = clone.name
+    return copy
+
+
+def _fix_cast_targets(model) -> None:
+    """The converter retypes the tensors a Cast writes (bool -> float becomes bool ->
+    half in the fp16 part) but leaves the Cast's `to` attribute at FLOAT: onnxruntime
+    and strongly typed TensorRT refuse the mismatch. Set `to` to the tensor's type."""
+    import onnx
+
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.output)}
+    for node in model.graph.node:
+        if node.op_type != "Cast":
+            continue
+        wanted = types.get(node.output[0])
+        for attr in node.attribute:
+            if attr.name == "to" and wanted in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and attr.i != wanted:
+                attr.i = wanted
 
 
 def pipeline_results(predictor, output, batch, state) -> list[dict]:
