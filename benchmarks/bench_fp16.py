@@ -37,7 +37,6 @@ from ovseg_ros.engine import create_engine  # noqa: E402
 from ovseg_ros.mixed_precision import Calibration, mixed_precision_model, module_of  # noqa: E402
 from ovseg_ros.onnx_export import export_onnx  # noqa: E402
 from ovseg_ros.predictor import Predictor, build_model  # noqa: E402
-from ovseg_ros.preprocess import preprocess  # noqa: E402
 from ovseg_ros.vocabulary import TextEmbedder  # noqa: E402
 
 FOLDERS = ("eovseg_r50", "eovseg_r50x4", "eovseg_convnext_l", "fcclip_r50", "fcclip_convnext_l")
@@ -57,8 +56,7 @@ def measure(folder: Path, work: Path) -> dict:
     for case in cases:
         image = np.load(folder / f"{case['name']}.npz")["image"]
         state = predictor.prepare_vocabulary(case["classes"], case["things"])
-        batch = preprocess([image], predictor._pixel_mean, predictor._pixel_std, 0, fixed_size=engine.input_size)
-        calibration_cases.append((batch, state))
+        calibration_cases.append((predictor.preprocess([image]), state))
     calibration = Calibration(onnx.load(str(path)), predictor, calibration_cases)
     found = calibration.find_fp32_nodes()
     # the mixed-precision file a strongly typed TensorRT builds from, run for real in

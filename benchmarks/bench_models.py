@@ -28,7 +28,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from ovseg_ros.benchmark import machine_info
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.predictor import Predictor
-from ovseg_ros.preprocess import preprocess
 
 MODELS = (("eov_seg", "S"), ("fc_clip", "R50"), ("eov_seg", "L"), ("fc_clip", "L"))
 STAGES = {
@@ -79,7 +78,7 @@ def measure(family: str, variant: str, image: np.ndarray, device: str, repeats: 
         None, variant, device, InferenceConfig(min_size=0), stand_in_weights=True, model=family, classes=CLASSES
     )
     model, state = predictor.engine.model, predictor._state
-    batch = preprocess([image], predictor._pixel_mean, predictor._pixel_std, 0, 2560, 32, predictor.device)
+    batch = predictor.preprocess([image])
     stages = dict(STAGES[family]) | {path: "CLIP view of masks" for path in OOV_MODULES}
     rows: dict[str, list[float]] = {}
     with torch.inference_mode():

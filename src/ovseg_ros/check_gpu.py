@@ -61,13 +61,11 @@ def _fixture_cases(fixtures: Path | None, folder: str, size: tuple[int, int]) ->
 
 def _results(predictor, cases) -> list[dict]:
     from ovseg_ros.mixed_precision import pipeline_results
-    from ovseg_ros.preprocess import preprocess
 
     out = []
     for image, classes, things in cases:
         state = predictor.prepare_vocabulary(classes, things)
-        batch = preprocess([image], predictor._pixel_mean, predictor._pixel_std, 0, device=predictor.device,
-                           fixed_size=predictor.engine.input_size)
+        batch = predictor.preprocess([image])
         output = predictor.engine(batch.images, state.text)
         out += pipeline_results(predictor, output, batch, state)
     return out

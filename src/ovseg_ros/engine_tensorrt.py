@@ -100,7 +100,7 @@ def gpu_identity(device: torch.device) -> str:
     return f"{props.name} sm_{props.major}{props.minor}"
 
 
-def _dtype_name(trt, dtype) -> str:
+def _dtype_name(dtype) -> str:
     return getattr(dtype, "name", str(dtype).rsplit(".", 1)[-1])
 
 
@@ -114,8 +114,8 @@ def _constrain_fp32_layers(trt, network, fp32_nodes: list[str]) -> int:
         outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
         if keep_layer_fp32(
             layer.type.name,
-            [_dtype_name(trt, t.dtype) if t is not None else None for t in inputs],
-            [_dtype_name(trt, t.dtype) for t in outputs],
+            [_dtype_name(t.dtype) if t is not None else None for t in inputs],
+            [_dtype_name(t.dtype) for t in outputs],
             any(t.is_shape_tensor for t in outputs),
             node,
             fp32_nodes,
@@ -262,7 +262,7 @@ class TensorRTEngine:
         # by name: trt.int64 and trt.bfloat16 exist from 9.0 only; 8.6 binds INT64 as INT32
         mapping = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
                    "INT64": torch.int64, "BOOL": torch.bool, "INT8": torch.int8, "UINT8": torch.uint8}
-        name_of = _dtype_name(self.trt, self.engine.get_tensor_dtype(name))
+        name_of = _dtype_name(self.engine.get_tensor_dtype(name))
         if name_of not in mapping:
             raise EngineBuildError(f"engine tensor {name} has type {name_of}, which this backend does not read")
         return mapping[name_of]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -470,17 +469,12 @@ def calibrate_export(onnx_path, model, images: Sequence[np.ndarray] | None = Non
     from ovseg_ros.config import DEFAULT_CLASSES, InferenceConfig
     from ovseg_ros.engine import create_engine
     from ovseg_ros.predictor import Predictor
-    from ovseg_ros.preprocess import preprocess
     from ovseg_ros.vocabulary import TextEmbedder
 
     engine = create_engine("onnxruntime", model, "cpu", str(onnx_path))
     predictor = Predictor(engine, TextEmbedder(model.text_encoder), InferenceConfig(), model.config)
     state = predictor.prepare_vocabulary(classes or DEFAULT_CLASSES, things)
-    cases = []
-    for image in images if images is not None else sample_images():
-        batch = preprocess([image], predictor._pixel_mean, predictor._pixel_std, predictor.config.min_size,
-                           predictor.config.max_size, model.config.size_divisibility, fixed_size=engine.input_size)
-        cases.append((batch, state))
+    cases = [(predictor.preprocess([image]), state) for image in (images if images is not None else sample_images())]
     proto = onnx.load(str(onnx_path))
     found = Calibration(proto, predictor, cases).find_fp32_nodes(targets)
     write_fp32_set(onnx_path, found, proto)

@@ -186,12 +186,10 @@ class Predictor:
     def __call__(self, image: np.ndarray, return_probabilities: bool = False) -> Prediction:
         return self.predict([image], return_probabilities)[0]
 
-    def predict(self, images: Sequence[np.ndarray], return_probabilities: bool = False, times: StageTimes | None = None) -> list[Prediction]:
-        state = self._state
-        if state is None:
-            raise VocabularyError("no vocabulary set: call set_vocabulary first")
-        clock = _Clock(self.device, times)
-        batch = preprocess(
+    def preprocess(self, images: Sequence[np.ndarray]) -> Batch:
+        """The batch the engine takes: resized as configured, normalised, padded (to the
+        engine's fixed size for compiled engines)."""
+        return preprocess(
             images,
             self._pixel_mean,
             self._pixel_std,
@@ -201,6 +199,13 @@ class Predictor:
             self.device,
             fixed_size=self.engine.input_size,
         )
+
+    def predict(self, images: Sequence[np.ndarray], return_probabilities: bool = False, times: StageTimes | None = None) -> list[Prediction]:
+        state = self._state
+        if state is None:
+            raise VocabularyError("no vocabulary set: call set_vocabulary first")
+        clock = _Clock(self.device, times)
+        batch = self.preprocess(images)
         clock.lap("preprocess")
         output = self.engine(batch.images, state.text)
         clock.lap("engine")

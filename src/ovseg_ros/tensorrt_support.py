@@ -222,8 +222,6 @@ def _check_node(node, parser: ParserSupport, opset: int, types, shapes, constant
         found += problem("GridSample input and grid must be 4D")
     if op == "Einsum" and not parser.einsum_general:
         found += _check_einsum(node, attrs.get("equation", ""), shapes, problem)
-    if op == "TopK" and len(node.input) > 1 and node.input[1] in constants:
-        pass  # K is read at run time in every version; K > 3840 fails there
     if op == "ScatterND" and "reduction" in attrs:
         if parser.scatter_nd_reduction_attribute == "refused":
             found += problem("this parser refuses the reduction attribute, even 'none': leave it out")
