@@ -23,7 +23,8 @@ import time
 import numpy as np
 
 from ovseg_ros.benchmark import machine_info
-from ovseg_ros.depth import Intrinsics, SegmentMeasurer, point_cloud
+from ovseg_ros.depth import Intrinsics, point_cloud
+from ovseg_ros.segments_3d import SegmentMeasurer
 from ovseg_ros.naive import loop_segment_boxes
 
 

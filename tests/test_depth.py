@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 from support import make_camera_info, make_header
 
-from ovseg_ros.depth import (
-    POINT_DTYPE,
-    DepthError,
-    Intrinsics,
-    _quantiles,
-    decode_depth,
-    eroded_labels,
-    point_cloud,
-    segment_geometry,
-)
+from ovseg_ros.depth import POINT_DTYPE, DepthError, DepthNoise, Intrinsics, decode_depth, point_cloud
+from ovseg_ros.segments_3d import SegmentMeasurer, _quantiles, _Scratch, segment_geometry
 
 HEIGHT, WIDTH = 480, 640
 K = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5)
@@ -63,6 +55,9 @@ BOXES = [  # a pallet-sized box ahead, a tall one to the left, a small one to th
 ]
 
 
+FLAT_NOISE = DepthNoise(0.002, 0.0, 0.001)  # degrade's sensor: 2 mm at any depth (the measurer takes 1 mm steps at least)
+
+
 def degrade(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sensor effects: Gaussian noise (sigma 2 mm), 5% invalid pixels, and flying pixels
     along depth edges (each edge pixel takes a depth between its own and its neighbour's)."""
@@ -91,7 +86,7 @@ def segmenter_masks(labels: np.ndarray) -> np.ndarray:
 def test_boxes_within_a_centimetre_and_sizes_within_two(seed):
     clean, labels = render(BOXES)
     depth = degrade(clean, np.random.default_rng(seed))
-    geometry = segment_geometry(segmenter_masks(labels), depth, K, num_segments=len(BOXES) + 1)
+    geometry = segment_geometry(segmenter_masks(labels), depth, K, num_segments=len(BOXES) + 1, noise=FLAT_NOISE)
     for box in range(1, len(BOXES) + 1):
         centre, size = visible_truth(clean, labels, box)
         assert np.abs(geometry.center[box - 1] - centre).max() <= 0.01, (box, geometry.center[box - 1], centre)
@@ -138,11 +133,31 @@ def test_trimmed_extremes_are_order_statistics_at_any_span():
             assert abs(low[seg, axis] - ordered[c]) <= 1e-4 and abs(high[seg, axis] - ordered[-1 - c]) <= 1e-4
 
 
-def test_erosion_keeps_only_interior_pixels():
-    labels = np.zeros((7, 7), np.int64)
-    labels[1:6, 1:6] = 3
-    eroded = eroded_labels(labels, 1)
-    assert set(np.unique(eroded[2:5, 2:5])) == {3} and (eroded[1] == 0).all() and (eroded[:, 5] == 0).all()
+def test_rings_count_pixels_from_the_mask_edge_and_the_image_border():
+    """inward: how many 3x3 erosions a pixel survives, capped; the image border is an edge
+    too (a wide mask reaches it over the wall beside an object as well as over it)."""
+    labels = np.zeros((9, 9), np.uint16)
+    labels[1:8, 1:8] = 3
+    labels[:, 8] = 3  # touches the right border
+    inward = _Scratch(labels.shape).inward_steps(labels, 4).copy()
+    assert inward[4, 4] == 3 and inward[1, 1] == 0 and inward[2, 2] == 1 and inward[4, 8] == 0
+    assert (inward[0] == 0).all()
+
+
+def test_clear_errors_off_the_node_path():
+    with pytest.raises(DepthError, match="positive focal lengths"):
+        Intrinsics(fx=0.0, fy=525.0, cx=319.5, cy=239.5)
+    with pytest.raises(DepthError, match="finite numbers"):
+        Intrinsics(fx=float("nan"), fy=525.0, cx=319.5, cy=239.5)
+    clean, labels = render(BOXES)
+    with pytest.raises(DepthError, match="does not match the panoptic image"):
+        segment_geometry(labels, clean[:, :320], K, len(BOXES) + 1)
+    with pytest.raises(ValueError, match="neither a preset"):
+        DepthNoise.parse("kinect")
+    assert DepthNoise.parse("0.002,1").sigma(3.0) == pytest.approx(0.006)
+    assert DepthNoise.parse("realsense_d435").sigma_at_1m > DepthNoise().sigma_at_1m
+    with pytest.raises(ValueError):
+        SegmentMeasurer(mask_margin=-1)
 
 
 def test_point_cloud_fields_and_counts():

@@ -10,7 +10,8 @@ from support import make_header
 
 from ovseg_ros import messages
 from ovseg_ros.decode import decode_image
-from ovseg_ros.depth import POINT_DTYPE, SegmentGeometry
+from ovseg_ros.depth import POINT_DTYPE
+from ovseg_ros.segments_3d import SegmentGeometry
 from ovseg_ros.predictor import Prediction, Segment
 
 

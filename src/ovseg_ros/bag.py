@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ovseg_ros import messages
+from ovseg_ros.depth import DepthNoise
 from ovseg_ros.interfaces import rosbags_typestore
 from ovseg_ros.node.cameras import camera_names, sibling_topic
 from ovseg_ros.node.frames import Frame
@@ -119,8 +120,9 @@ def process_bag(
     points: bool = False,
     slop: float = 0.02,
     wait: float = 0.5,
-    depth_erosion: int = 2,
+    mask_margin: int = 3,
     points_decimation: int = 2,
+    depth_noise: DepthNoise = DepthNoise(),
 ) -> BagReport:
     from rosbags.rosbag2 import Reader, Writer
 
@@ -131,7 +133,7 @@ def process_bag(
     factory = messages.RosbagsFactory(typestore)
     check_bag_inputs(bag_in, bag_out, topics, depth_topics, info_topics)
     pipeline = FramePipeline(predictor, factory, warn=log.warning, with_detections=has_vision,
-                             depth_erosion=depth_erosion, points_decimation=points_decimation)
+                             mask_margin=mask_margin, points_decimation=points_decimation, depth_noise=depth_noise)
     info_topics = camera_info_topics(topics, depth_topics, info_topics)
     cameras = dict(zip(topics, camera_names(topics)))
     side_inputs = SideInputs(cameras.values(), slop, size=64, depth=bool(depth_topics))

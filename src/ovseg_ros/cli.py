@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="camera_info of the --topic of the same position (default: the one beside the image topic)")
     bag.add_argument("--points", action="store_true", help="with depth, also write the labelled point clouds")
     bag.add_argument("--sync-slop", type=float, default=0.02, help="seconds a depth/camera_info stamp may differ from its image's")
+    bag.add_argument("--depth-noise", default="realsense_d415",
+                     help="the depth camera's noise: realsense_d415, realsense_d435, realsense_d455 or "
+                          "'SIGMA_AT_1M,EXPONENT[,QUANTUM]' in metres (default: %(default)s)")
     _add_model_arguments(bag)
     bag.set_defaults(run=run_bag)
 
@@ -271,12 +274,19 @@ def run_bag(args: argparse.Namespace) -> int:
     if args.points and not args.depth_topic:
         raise UsageError("--points needs --depth-topic")
     check_bag_inputs(args.bag_in, args.out, args.topic, args.depth_topic, args.camera_info_topic)
+    from ovseg_ros.depth import DepthNoise
+
+    try:
+        noise = DepthNoise.parse(args.depth_noise)
+    except ValueError as exc:
+        raise UsageError(f"--depth-noise: {exc}") from exc
     predictor = make_predictor(args)
     with tqdm(desc="frames", unit="frame", file=sys.stderr) as bar:
         report = process_bag(
             predictor, args.bag_in, args.out, args.topic, node_name=args.node_name, overlay=args.overlay,
             copy_input=not args.no_copy_input, vision_msgs_dir=args.vision_msgs, progress=bar.update,
             depth_topics=args.depth_topic, info_topics=args.camera_info_topic, points=args.points, slop=args.sync_slop,
+            depth_noise=noise,
         )
     in_3d = f", {report.frames_in_3d} in 3D" if args.depth_topic else ""
     print(f"{report.frames_out}/{report.frames_in} frames segmented ({report.dropped} dropped{in_3d}) -> {args.out}")

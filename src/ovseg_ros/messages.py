@@ -14,7 +14,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ovseg_ros.depth import POINT_FIELDS, SegmentGeometry
+from ovseg_ros.depth import POINT_FIELDS
+from ovseg_ros.segments_3d import SegmentGeometry
 from ovseg_ros.predictor import Prediction, Segment
 
 SEMANTIC_NONE = 65535  # value of unlabelled pixels in the semantic image

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from ovseg_ros.config import DEFAULT_CLASSES
+from ovseg_ros.depth import DepthNoise
 
 
 class ParameterError(ValueError):
@@ -75,8 +76,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "use_depth", False, "subscribe to each camera's depth image aligned to it ('depth', or '<camera>/depth' with several "
         "cameras; 16UC1 mm or 32FC1 m) and publish segments in 3D",
     ),
-    ParameterSpec("depth_erosion", 2, "pixels dropped from each mask's edge before the 3D box (grown back where depth "
-                  "continues the surface)", minimum=0, maximum=10),
+    ParameterSpec("mask_margin", 3, "pixels of each mask's edge that may be wrong; the 3D step keeps those on the "
+                  "segment's own surface by depth", minimum=0, maximum=10),
+    ParameterSpec(
+        "depth_noise", ["realsense_d415"], "depth noise per camera (one entry for all, or one per camera): a preset "
+        "(realsense_d415, realsense_d435, realsense_d455) or 'SIGMA_AT_1M,EXPONENT[,QUANTUM]' in metres",
+    ),
     ParameterSpec("points_decimation", 2, "the labelled point cloud keeps every n-th pixel in each direction", minimum=1, maximum=16),
     ParameterSpec("publish_overlay", True, "publish the rgb8 overlay (rendered only while someone subscribes)"),
     ParameterSpec("max_batch", 4, "largest number of cameras' frames run as one batch", minimum=1, maximum=16),
@@ -121,7 +126,8 @@ class NodeParameters:
     qos_depth: int = 1
     sync_slop: float = 0.02
     use_depth: bool = False
-    depth_erosion: int = 2
+    mask_margin: int = 3
+    depth_noise: tuple[str, ...] = ("realsense_d415",)
     points_decimation: int = 2
     publish_overlay: bool = True
     max_batch: int = 4
@@ -158,7 +164,21 @@ class NodeParameters:
             raise ParameterError(f"camera name(s) {bad} are not valid topic names (letters, digits, '_', '/' between parts)")
         if len(set(cameras)) != len(cameras):
             raise ParameterError("cameras lists a name twice")
+        noise = checked["depth_noise"]
+        if len(noise) not in (1, len(cameras)):
+            raise ParameterError(f"depth_noise has {len(noise)} entries: give one for all cameras or one per camera ({len(cameras)})")
+        for entry in noise:
+            try:
+                DepthNoise.parse(entry)
+            except ValueError as exc:
+                raise ParameterError(f"depth_noise: {exc}") from exc
         return cls(**{f.name: checked[f.name] for f in fields(cls) if f.name in checked})
+
+    @property
+    def depth_noise_by_camera(self) -> dict[str, DepthNoise]:
+        """Each camera's depth noise model (one entry applies to all)."""
+        models = [DepthNoise.parse(entry) for entry in self.depth_noise]
+        return {camera: models[0 if len(models) == 1 else i] for i, camera in enumerate(self.cameras)}
 
     @property
     def camera_qos(self) -> QosSpec:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ovseg_ros import messages
 from ovseg_ros.decode import decode
-from ovseg_ros.depth import DepthError, Intrinsics, SegmentGeometry, SegmentMeasurer, decode_depth, point_cloud
+from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, decode_depth, point_cloud
+from ovseg_ros.segments_3d import SegmentGeometry, SegmentMeasurer
 from ovseg_ros.node.frames import Frame
 from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor, StageTimes
@@ -92,8 +93,9 @@ class FramePipeline:
         warn: Callable[[str], None],
         with_detections: bool = True,
         clock=time.monotonic,
-        depth_erosion: int = 2,
+        mask_margin: int = 3,
         points_decimation: int = 2,
+        depth_noise: Mapping[str, DepthNoise] | DepthNoise = DepthNoise(),
     ) -> None:
         self.predictor = predictor
         self.factory = factory
@@ -101,7 +103,8 @@ class FramePipeline:
         self.warnings = ThrottledWarnings(warn, clock=clock)
         self.clock = clock
         self.stats = PipelineStats()
-        self.depth_erosion, self.points_decimation = depth_erosion, points_decimation
+        self.mask_margin, self.points_decimation = mask_margin, points_decimation
+        self.depth_noise = depth_noise  # per camera, or one model for all
         self._measurers: dict[str, SegmentMeasurer] = {}  # per camera: each keeps buffers of its image size
 
     def process(
@@ -197,7 +200,10 @@ class FramePipeline:
             self.stats.without_3d[camera] += 1
             self.warnings(f"depth:{camera}:{exc.reason}", f"[{camera}] no 3D for a frame (2D outputs go on): {exc}")
             return None, None
-        measurer = self._measurers.setdefault(camera, SegmentMeasurer(erosion=self.depth_erosion))
+        measurer = self._measurers.get(camera)
+        if measurer is None:
+            noise = self.depth_noise if isinstance(self.depth_noise, DepthNoise) else self.depth_noise.get(camera, DepthNoise())
+            measurer = self._measurers[camera] = SegmentMeasurer(noise=noise, mask_margin=self.mask_margin)
         geometry: SegmentGeometry = measurer(prediction.panoptic, depth, intrinsics, len(prediction.segments))
         self.stats.in_3d[camera] += 1
         if not with_cloud:

@@ -110,7 +110,7 @@ class OvsegNode(Node):
         self.factory = messages.RclpyFactory()
         self.pipeline = FramePipeline(
             self.predictor, self.factory, warn=log.warning, with_detections=Detection2DArray is not None,
-            depth_erosion=p.depth_erosion, points_decimation=p.points_decimation,
+            mask_margin=p.mask_margin, points_decimation=p.points_decimation, depth_noise=p.depth_noise_by_camera,
         )
         self.slots = LatestFrameSlots()
         self.cameras = list(p.cameras)

@@ -1,0 +1,561 @@
+"""Segments in 3D, ROS-free: a panoptic result, the aligned depth in metres and the
+intrinsics -> a 3D box per segment, measured on the segment's own surface.
+
+A mask's edge is uncertain by a few pixels (`mask_margin`: the masks come from a
+quarter-resolution grid), so the mask alone cannot say which of its pixels are the
+object: near its edge it may cover the wall behind, the object behind, the floor, or
+flying pixels (depths between the object and what is behind it). Depth can. The step:
+
+1. Depth edges: a pixel deeper than one of its 4 neighbours by more than the surface
+   could step between neighbouring pixels (a slope up to `max_slope_deg` plus 3 sigma
+   of the sensor noise for the two pixels, plus quantisation) lies behind an edge; it
+   is cut from the surfaces.
+2. Surfaces: connected components of what is left, within each mask without its
+   outermost ring (so no component spans two segments).
+3. The segment's surface: the component with the most of the mask's interior (pixels
+   weighted by the square of their distance from the mask's edge), plus components
+   that reach beyond the mask's uncertain margin and lie within the surface's depth
+   range (an object split in two by a pole in front of it).
+4. Pixels of the uncertain margin are kept when they belong to the surface and lie
+   within its interior's depth range, widened by 3 sigma of the noise and a pixel's
+   slope: what is connected through the floor at an object's foot is cut there. The
+   outermost ring rejoins where it continues a kept neighbour.
+5. The box spans the kept points on each axis less a few extreme points per side
+   (`trim`); along the optical axis it is measured on depth averaged over each kept
+   pixel's kept 3x3 neighbours, which takes the noise's spread out of the extent.
+
+Every step works on all segments at once (OpenCV morphology and components, sorts and
+bincounts): no per-pixel or per-segment Python loops. Boxes are axis-aligned in the
+camera's optical frame (x right, y down, z forward) and span what the camera sees.
+Known limits: where an object stands on the floor, a mask that bleeds onto the floor
+keeps the floor pixels within its noise band of the object's depth range (up to the
+bleed's width, a few cm); an object closer to the surface behind it than the tolerance
+(several cm at 1 m, 25 cm at 6 m with the default noise) cannot be told from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
+
+MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
+OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
+STATS_STRIDE = 3  # components are scored on every second pixel each way
+KINK_SIGMAS = 3 * np.sqrt(6) * 0.45  # 3 sigma of a second difference of 3x3 medians
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_OFFSETS = np.array(_NEIGHBOURS)[:, :, None]  # [8, 2 (row, column), 1]
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_SQUARE = np.ones((3, 3), np.uint8)
+
+
+@dataclass
+class SegmentGeometry:
+    """Per segment id 1..N: box centre and size [N, 3] in metres (camera frame; NaN
+    without points), and its number of depth points on its surface [N] (all of them;
+    the box itself is measured on a sample of the interior and the whole edge)."""
+
+    center: np.ndarray
+    size: np.ndarray
+    points: np.ndarray
+
+
+def _line_views(image: np.ndarray, axis: int, forward: bool):
+    """Views (p, q, r) of `image` where q is p's neighbour along `axis` (the next pixel
+    when forward, the previous one otherwise) and r the pixel beyond q: p's whose q or
+    r fall outside the array are left out (the arrays are padded)."""
+    size = image.shape[axis]
+    def span(start, stop):
+        index = [slice(None), slice(None)]
+        index[axis] = slice(start, size + stop if stop <= 0 else stop)
+        return image[tuple(index)]
+    if forward:  # q = p + 1, r = p + 2
+        return span(0, -2), span(1, -1), span(2, 0)
+    return span(2, 0), span(1, -1), span(0, -2)
+
+
+class _Scratch:
+    """Full-image buffers kept between frames: fresh full-image arrays cost page faults
+    on every frame."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.finite, self.same, self.on, self.reached, self.ridge = (np.empty(shape, bool) for _ in range(5))
+        self.low, self.high = (np.empty(shape, np.uint16) for _ in range(2))
+        self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+        self.far, self.nearest, self.step, self.weight, self.outside, self.sigma = (np.empty(shape, np.float32) for _ in range(6))
+        self.cut, self.cut8, self.mask8 = np.empty(shape, bool), np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+        self.sparse = np.empty(shape, np.uint8)
+        self.kept, self.reached_sum, self.reached_count, self.raw_sigma, self.near = (np.empty(shape, np.float32) for _ in range(5))
+        self.open = np.empty(shape, bool)
+        self.open8 = self.open.view(np.uint8)
+        self.labelled8, self.loose, self.seeds, self.grown, self.joined, self.margin8, self.alone8 = (
+            np.empty(shape, np.uint8) for _ in range(7))
+        # padded by 2 px (NaN) so that every pixel has two neighbours each way
+        padded = (shape[0] + 4, shape[1] + 4)
+        self.smooth_padded, self.negative_step_padded, self.kink_padded, self.positive_step_padded = (
+            np.full(padded, np.nan, np.float32) for _ in range(4))
+        inner = (slice(2, -2), slice(2, -2))
+        self.smooth, self.negative_step, self.kink = (a[inner] for a in (self.smooth_padded, self.negative_step_padded, self.kink_padded))
+        self.comp = np.empty(shape, np.int32)
+
+    def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
+        """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
+        (2r+1)^2 neighbourhood has one label, for r = 1, 2, ... The image border is an
+        edge too: a wide mask reaches it over the wall beside an object as well as over
+        the object (what the border cuts of an object is reached from its interior)."""
+        low, high, inward = self.low, self.high, self.inward
+        low[...], high[...], inward[...] = ids, ids, 0
+        for _ in range(radius):  # radius passes, not pixels or segments
+            cv2.erode(low, _SQUARE, dst=low, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            cv2.dilate(high, _SQUARE, dst=high, borderType=cv2.BORDER_REPLICATE)
+            np.equal(low, high, out=self.same)
+            inward += self.same  # windows nest: a pixel that fails once fails from then on
+        return inward
+
+
+class SegmentMeasurer:
+    """Robust 3D boxes of panoptic segments (see the module docstring). One per camera:
+    it keeps its buffers between frames, so one instance is not for two threads at once.
+
+    noise: the depth camera's noise model (DepthNoise; RealSense D415-like by default).
+    mask_margin: pixels of each mask's edge that may be wrong (3: quarter-resolution
+    masks). max_slope_deg: the steepest surface, against the viewing ray, still taken
+    as one surface between neighbouring pixels. trim: share of points (at least
+    `min_trim`) left out at each end of each axis. The interior is sampled every
+    `stride`-th pixel (the margin, which sets the box, is kept whole)."""
+
+    def __init__(self, noise: DepthNoise = DepthNoise(), mask_margin: int = 3, max_slope_deg: float = 45.0,
+                 trim: float = 0.0, min_trim: int = 1, stride: int = 4) -> None:
+        if not isinstance(noise, DepthNoise):
+            raise TypeError(f"noise must be a DepthNoise, got {type(noise).__name__}")
+        if mask_margin < 0 or stride < 1 or not 0 < max_slope_deg < 90 or not 0 <= trim < 0.5 or min_trim < 0:
+            raise ValueError("mask_margin >= 0, stride >= 1, 0 < max_slope_deg < 90, 0 <= trim < 0.5 and min_trim >= 0 are required")
+        self.noise, self.mask_margin, self.trim, self.min_trim, self.stride = noise, mask_margin, trim, min_trim, stride
+        self.slope = float(np.tan(np.radians(max_slope_deg)))
+        self._scratch: _Scratch | None = None
+        self._grids: dict = {}
+        self._ray_cache: tuple | None = None
+
+    def step_tolerance(self, z: np.ndarray, focal: float, sigmas: float = 3 * np.sqrt(2)) -> np.ndarray:
+        """Largest depth step between neighbouring pixels of one surface at depth z
+        (float32, elementwise): a slope of max_slope_deg over one pixel, `sigmas` times
+        the noise, quantisation. Two raw pixels differ by sqrt(2) sigma; two 3x3
+        medians by about 0.45 of that."""
+        noise = self.noise
+        return z * np.float32(self.slope / focal) + np.float32(sigmas) * noise.sigma(z) + np.float32(2 * noise.quantum)
+
+    def kink_tolerance(self, z: np.ndarray, focal: float) -> np.ndarray:
+        """How much a surface's depth step may change from one pixel to the next (a
+        plane seen at any angle steps evenly; an edge does not): the noise of two
+        differences of 3x3 medians, and a curvature of a pixel's footprint."""
+        noise = self.noise
+        return z * np.float32(1 / focal) + np.float32(3 * np.sqrt(6) * 0.45) * noise.sigma(z) + np.float32(4 * noise.quantum)
+
+    def __call__(self, panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int) -> SegmentGeometry:
+        """Segments 1..num_segments of `panoptic` (H x W ids); depth H x W in metres,
+        aligned to it, NaN (or any non-finite value, or <= 0) where invalid."""
+        panoptic, depth = np.asarray(panoptic), np.asarray(depth)
+        if panoptic.ndim != 2 or depth.shape != panoptic.shape:
+            raise DepthError(f"depth of shape {depth.shape} does not match the panoptic image's {panoptic.shape}: "
+                             "it must be aligned to the colour image, one value per pixel", "depth_size")
+        if not isinstance(intrinsics, Intrinsics):
+            raise TypeError(f"intrinsics must be an Intrinsics, got {type(intrinsics).__name__}")
+        raw = depth.astype(np.float32, copy=False)
+        n = max(0, min(int(num_segments), 65535))
+        center = np.full((num_segments, 3), np.nan, np.float32)
+        size = np.full((num_segments, 3), np.nan, np.float32)
+        points = np.zeros(num_segments, np.int64)
+        if n == 0:
+            return SegmentGeometry(center, size, points)
+        if self._scratch is None or self._scratch.shape != raw.shape:
+            self._scratch = _Scratch(raw.shape)
+        scratch = self._scratch
+        focal = float(min(intrinsics.fx, intrinsics.fy))
+        ids = panoptic if panoptic.dtype == np.uint16 else np.clip(panoptic, 0, 65535).astype(np.uint16)
+        finite = np.isfinite(raw, out=scratch.finite)
+        with np.errstate(invalid="ignore"):
+            finite &= raw > 0
+        deep = self.mask_margin + 1
+        inward = scratch.inward_steps(ids, deep)
+        smooth = self._smooth_and_cut(raw, finite, focal)
+        peak = cv2.dilate(inward, _SQUARE, dst=scratch.peak, borderType=cv2.BORDER_REPLICATE)
+        ridge = np.equal(inward, peak, out=scratch.ridge)  # where the distance from the mask's edge peaks
+        ridge &= inward > 0
+        comp, count = self._components(ids, inward, finite)
+        stats = self._component_stats(comp, count, ids, inward, raw, deep)
+        accepted, low, high = self._segment_surfaces(stats, n, focal)
+        reached = self._reach(comp, accepted, inward, deep)
+        # shared by the margin's and the box's steps: raw depth summed over each pixel's
+        # reached 3x3 neighbours, their number; the raw depth's noise; the pixels still open
+        kept = scratch.kept
+        kept.fill(0)
+        cv2.copyTo(raw, reached.view(np.uint8), kept)
+        cv2.boxFilter(kept, -1, (3, 3), dst=scratch.reached_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        np.copyto(scratch.weight, reached)
+        cv2.boxFilter(scratch.weight, -1, (3, 3), dst=scratch.reached_count, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        if self.noise.exponent == 2:
+            cv2.multiply(raw, raw, dst=scratch.raw_sigma, scale=self.noise.sigma_at_1m)
+        else:
+            np.copyto(scratch.raw_sigma, self.noise.sigma(np.where(finite, raw, 0)))
+        open_ = np.logical_and(finite, ~scratch.cut, out=scratch.open)
+        open_ &= ~reached
+        cv2.compare(ids, 0, cv2.CMP_NE, dst=scratch.labelled8)
+        edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, finite, reached, comp, low, high, n, deep, focal)
+        # the interior: every stride-th pixel each way
+        stride = self.stride
+        pick = np.flatnonzero(reached[::stride, ::stride].ravel() & (inward[::stride, ::stride].ravel() >= deep))
+        interior_at = self._grid(raw.shape, stride)[pick]
+        interior_seg = ids.ravel().take(interior_at).astype(np.int64)
+        inside = interior_seg <= n
+        interior_at, interior_seg = interior_at[inside], interior_seg[inside]
+        core = np.logical_and(reached, inward >= deep, out=scratch.same).view(np.uint8)
+        points[:n] = cv2.calcHist([ids], [0], core, [n + 1], [0, n + 1]).ravel()[1:].astype(np.int64)
+        points[:n] += np.bincount(edge_seg, minlength=n + 1)[1:]
+        at = np.concatenate([interior_at, edge_at])
+        segs = np.concatenate([interior_seg, edge_seg]) - 1
+        if at.size == 0:
+            return SegmentGeometry(center, size, points)
+        ray_x, ray_y = self._rays(intrinsics, raw.shape)
+        z = raw.ravel().take(at)
+        xyz = np.stack([ray_x.take(at) * z, ray_y.take(at) * z, self._averaged_depth(at, raw, reached)])
+        counts = np.bincount(segs, minlength=n)
+        cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
+        low, high = _quantiles(segs, xyz, counts, cut)
+        has = np.flatnonzero(counts > 0)
+        center[has] = ((low + high) / 2)[has]
+        size[has] = (high - low)[has]
+        return SegmentGeometry(center, size, points)
+
+    def _smooth_and_cut(self, raw, finite, focal):
+        """Step 1: the 3x3 median of the depth (the pixel's own depth where most of its
+        neighbourhood has none; NaN where it has none either), and in scratch.cut the
+        pixels without depth, behind a depth edge, or far from their neighbourhood's
+        median (a flying pixel, an outlier: the median hides it, the box would not).
+        Whole-image OpenCV operations on row-contiguous views of padded buffers."""
+        scratch = self._scratch
+        far, smooth, cut8 = scratch.far, scratch.smooth, scratch.cut8
+        far.fill(0)
+        cv2.copyTo(raw, finite.view(np.uint8), far)
+        cv2.medianBlur(far, 3, dst=smooth)  # the noise's spread, less 2.4x; steps and corners stay
+        sparse = cv2.compare(smooth, 0, cv2.CMP_LE, dst=scratch.sparse)  # most of the neighbourhood has no depth
+        cv2.copyTo(raw, sparse, smooth)
+        noise = self.noise
+        sigma = scratch.sigma
+        if noise.exponent == 2:
+            cv2.multiply(smooth, smooth, dst=sigma, scale=noise.sigma_at_1m)
+        else:
+            np.multiply(noise.sigma(smooth), 1, out=sigma)
+        # step tolerance (negated: compared with the signed difference), kink tolerance
+        cv2.addWeighted(smooth, -self.slope / focal, sigma, -MEDIAN_STEP_SIGMAS, -2 * noise.quantum, dst=scratch.negative_step)
+        cv2.multiply(scratch.negative_step_padded, -1.0, dst=scratch.positive_step_padded)
+        cv2.addWeighted(smooth, 1 / focal, sigma, KINK_SIGMAS, 4 * noise.quantum, dst=scratch.kink)
+        cv2.compare(finite.view(np.uint8), 0, cv2.CMP_EQ, dst=cut8)
+        padded, negative, kink = scratch.smooth_padded, scratch.negative_step_padded, scratch.kink_padded
+        positive = scratch.positive_step_padded
+        height, width = raw.shape
+        for axis, along in ((0, height), (1, width)):  # down, then across: both ways (4 directions, not pixels)
+            def line(image, start, stop):  # padded index start..stop along the axis, the image's span across
+                return image[start:stop, 2:-2] if axis == 0 else image[2:-2, start:stop]
+            diff = cv2.subtract(line(padded, 1, along + 4), line(padded, 0, along + 3))  # diff[i] = s[i + 1] - s[i]
+            def span(image, start, length=along):  # entries from `start` along the axis of a diff or change array
+                return image[start:start + length] if axis == 0 else image[:, start:start + length]
+            change = cv2.absdiff(span(diff, 1, along + 2), span(diff, 0, along + 2))  # |diff[i + 1] - diff[i]|
+            # a pixel deeper than the next one by more than the step tolerance there ...
+            ahead = cv2.compare(span(diff, 2), line(negative, 3, along + 3), cv2.CMP_LT)
+            # ... unless the step repeats the one beyond (a slope, however steep)
+            even = cv2.compare(span(change, 2), line(kink, 3, along + 3), cv2.CMP_LE)
+            edge = cv2.bitwise_and(ahead, cv2.bitwise_not(even))
+            behind = cv2.compare(span(diff, 1), line(positive, 1, along + 1), cv2.CMP_GT)
+            even = cv2.compare(span(change, 0), line(kink, 1, along + 1), cv2.CMP_LE)
+            cv2.bitwise_or(edge, cv2.bitwise_and(behind, cv2.bitwise_not(even)), dst=edge)
+            cv2.bitwise_or(cut8, edge, dst=cut8)
+        outlier = cv2.absdiff(raw, smooth, dst=scratch.far)
+        limit = cv2.addWeighted(smooth, self.slope / focal, sigma, OUTLIER_SIGMAS, 2 * noise.quantum, dst=scratch.step)
+        cv2.bitwise_or(cut8, cv2.compare(outlier, limit, cv2.CMP_GT, dst=scratch.mask8), dst=cut8)
+        np.not_equal(cut8, 0, out=scratch.cut)
+        return smooth
+
+    def _components(self, ids, inward, finite):
+        """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less
+        its outermost ring: no component spans two segments."""
+        scratch = self._scratch
+        open_ = np.greater(inward, 0, out=scratch.same)
+        open_ &= finite
+        open_ &= ~scratch.cut
+        count, comp = cv2.connectedComponents(open_.view(np.uint8), labels=scratch.comp, connectivity=4, ltype=cv2.CV_32S)
+        return comp, count
+
+    def _grid(self, shape, stride):
+        """Flat image indices of every `stride`-th pixel each way, in grid order."""
+        key = (shape, stride)
+        if key not in self._grids:
+            self._grids[key] = np.arange(shape[0] * shape[1]).reshape(shape)[::stride, ::stride].ravel()
+        return self._grids[key]
+
+    def _component_stats(self, comp, size, ids, inward, raw, deep):
+        """Per component, from every second pixel each way: its segment, interior score
+        (squared distance from the mask's edge), samples beyond the margin or on a
+        ridge, deepest level, mean depth; and the samples themselves."""
+        every = STATS_STRIDE
+        c = comp[::every, ::every].ravel()
+        sel = np.flatnonzero(c)
+        c = c[sel]
+        at = self._grid(comp.shape, every)[sel]
+        seg = ids.ravel().take(at).astype(np.int64)
+        level = inward.ravel().take(at)
+        ridge = self._scratch.ridge.ravel().take(at)
+        z = raw.ravel().take(at)
+        segment = np.zeros(size, np.int64)
+        segment[c] = seg
+        weight = level.astype(np.float32)
+        count = np.bincount(c, minlength=size)
+        top = np.zeros(size, np.uint8)
+        np.maximum.at(top, c, level)
+        return {"segment": segment, "score": np.bincount(c, weights=weight * weight, minlength=size),
+                "deep": np.bincount(c, weights=(level >= deep) | ridge, minlength=size), "top": top,
+                "mean": (np.bincount(c, weights=z, minlength=size) / np.maximum(count, 1)).astype(np.float32),
+                "c": c, "seg": seg, "level": level, "z": z}
+
+    def _segment_surfaces(self, stats, n, focal):
+        """Step 3: which components are their segment's surface (bool per component)."""
+        segment, score = stats["segment"], stats["score"]
+        candidates = np.flatnonzero((score > 0) & (segment >= 1) & (segment <= n))
+        accepted = np.zeros(len(segment), bool)
+        if candidates.size == 0:
+            return accepted, np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
+        order = candidates[np.lexsort((score[candidates], segment[candidates]))]
+        owner = segment[order]
+        last = np.r_[owner[1:] != owner[:-1], True]
+        main = np.zeros(n + 1, np.int64)
+        main[owner[last]] = order[last]
+        accepted[order[last]] = True
+        # the main surface's depth range: its samples at the deepest level it reaches
+        c, seg, level, z = stats["c"], stats["seg"], stats["level"], stats["z"]
+        inside = (main[np.minimum(seg, n)] == c) & (level >= stats["top"][c])
+        low, high = np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
+        np.fmin.at(low, seg[inside], z[inside])
+        np.fmax.at(high, seg[inside], z[inside])
+        # further pieces of the same surface: beyond the margin or a thin part's ridge,
+        # within its depth range (an object that a pole in front of it splits in two, a
+        # pole on a crate that noise cuts off)
+        others = order[~last]
+        if others.size:
+            owner = segment[others]
+            mean, lo, hi = stats["mean"][others], low[owner], high[owner]
+            with np.errstate(invalid="ignore"):
+                fits = (stats["deep"][others] > 0) & (mean >= lo - self.step_tolerance(lo, focal)) & (mean <= hi + self.step_tolerance(hi, focal))
+            accepted[others[fits]] = True
+        return accepted, low, high
+
+    def _reach(self, comp, accepted, inward, deep):
+        """Step 4a: the accepted surfaces' pixels that the surface reaches from its
+        interior or from the ridge of a thin part (where the distance from the mask's
+        edge peaks), one ring outwards at a time: a step along a ring is not taken, so a
+        strip of floor that a wide mask takes in along an object's side, connected to it
+        only at the object's foot, is not reached from there. Bool image."""
+        scratch = self._scratch
+        on = accepted.take(comp, out=scratch.on)
+        reached = np.greater_equal(inward, deep, out=scratch.reached)
+        reached |= scratch.ridge
+        reached &= on
+        seeds, grown, ring = reached.view(np.uint8), scratch.peak, scratch.same
+        for level in range(deep - 1, -1, -1):  # outwards ring by ring (rings, not pixels or segments)
+            np.equal(inward, level, out=ring)
+            ring &= on
+            cv2.dilate(seeds, _CROSS, dst=grown)  # 4-connected, as the surfaces: each step is one the depth allows
+            grown &= ring.view(np.uint8)
+            reached |= grown.view(bool)
+        return reached
+
+    def _kept_margin(self, ids, inward, raw, smooth, finite, reached, comp, low, high, n, deep, focal):
+        """Step 4b: the margin pixels kept (flat indices, segment ids).
+
+        Kept: those the surface reached; those cut from no surface that continue the
+        mean of their reached neighbours further in (the outermost ring; flying pixels
+        and pixels behind an edge were cut); those amid holes within their surface's
+        depth range (they cannot show that they continue anything). Then of these
+        dropped: those whose depth is nearer the surface just outside the mask than the
+        segment's interior nearby, where those two differ (a wide mask's strip of
+        floor, wall or object behind); a grazing face or a curved rim stays."""
+        scratch = self._scratch
+        near = scratch.near  # mean raw depth of the reached 3x3 neighbours (one segment's only)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.divide(scratch.reached_sum, scratch.reached_count, out=near)
+        noise = self.noise
+        # continuity with it, for raw pixels: the step tolerance of raw depth
+        limit = cv2.addWeighted(raw, self.slope / focal, scratch.raw_sigma, 3 * np.sqrt(2), 2 * noise.quantum, dst=scratch.step)
+        fits = cv2.compare(cv2.absdiff(raw, near, dst=scratch.far), limit, cv2.CMP_LE, dst=scratch.mask8)
+        loose = scratch.loose
+        cv2.bitwise_and(fits, scratch.open8, dst=loose)  # finite, not cut, not reached yet (set below)
+        seeds, grown, joined = scratch.seeds, scratch.grown, scratch.joined
+        joined.fill(0)
+        reached8 = reached.view(np.uint8)
+        for level in range(deep):  # rings, not pixels: from a reached pixel further in
+            cv2.compare(inward, level, cv2.CMP_GT, dst=seeds)
+            cv2.bitwise_and(seeds, reached8, dst=seeds)
+            cv2.dilate(seeds, _SQUARE, dst=grown)
+            cv2.compare(inward, level, cv2.CMP_EQ, dst=seeds)
+            cv2.bitwise_and(grown, seeds, dst=grown)
+            cv2.bitwise_or(joined, grown, dst=joined)
+        cv2.bitwise_and(joined, loose, dst=joined)
+        # candidates: kept so far, or amid holes outside every surface
+        margin = cv2.compare(inward, deep, cv2.CMP_LT, dst=scratch.margin8)
+        cv2.bitwise_and(margin, scratch.labelled8, dst=margin)
+        alone = cv2.compare(comp, 0, cv2.CMP_EQ, dst=scratch.alone8)
+        cv2.bitwise_and(alone, scratch.sparse, dst=alone)
+        cv2.bitwise_and(alone, scratch.open8, dst=alone)
+        candidates = cv2.bitwise_or(cv2.bitwise_or(reached8, joined, dst=grown), alone, dst=grown)
+        cv2.bitwise_and(candidates, margin, dst=candidates)
+        at = np.flatnonzero(candidates)
+        seg = ids.ravel().take(at)
+        if n < 65535:
+            known = seg <= n
+            at, seg = at[known], seg[known]
+        z = raw.ravel().take(at)
+        keep = (reached8.ravel().take(at) | joined.ravel().take(at)) != 0
+        with np.errstate(invalid="ignore"):
+            lonely = np.flatnonzero(~keep)
+            lo, hi, za = low[seg[lonely]], high[seg[lonely]], z[lonely]
+            keep[lonely[(za >= lo - self.step_tolerance(lo, focal)) & (za <= hi + self.step_tolerance(hi, focal))]] = True
+        at, seg, z = at[keep], seg[keep], z[keep]
+        # which surface each is nearer: the interior's, or the one just outside the mask
+        ref_in = self._interior_nearby(at, smooth, inward, reached, deep)
+        zs = smooth.ravel().take(at)
+        with np.errstate(invalid="ignore"):
+            separation = self.step_tolerance(ref_in, focal, MEDIAN_STEP_SIGMAS)
+            doubtful = np.flatnonzero(~(np.abs(zs - ref_in) <= separation / 2))  # nearer the interior than half the separation: kept
+        if doubtful.size:
+            ref_out = self._outside_nearby(at[doubtful], seg[doubtful], inward, smooth, ids, deep)
+            with np.errstate(invalid="ignore"):
+                inside = ref_in[doubtful]
+                apart = np.abs(inside - ref_out) > self.step_tolerance(np.fmin(inside, ref_out), focal, MEDIAN_STEP_SIGMAS)
+                beyond = apart & (np.abs(zs[doubtful] - ref_out) < np.abs(zs[doubtful] - inside))
+            drop = np.zeros(at.size, bool)
+            drop[doubtful[beyond]] = True
+            at, seg = at[~drop], seg[~drop]
+        return at, seg.astype(np.int64)
+
+    def _interior_nearby(self, at, smooth, inward, reached, deep):
+        """At margin pixels `at`, the depth of the segment's own interior nearby: the mean
+        of its reached interior within `deep` pixels, or where there is none, of the
+        reached pixels next to it. A pixel `deep` (1) inside its mask has no other
+        segment within `deep` (1) pixels: each box sum sees one segment only."""
+        scratch = self._scratch
+        interior = np.greater_equal(inward, deep, out=scratch.ridge)
+        interior &= reached
+        near_sum, near_count = _masked_sums(smooth, interior, 2 * deep + 1, scratch, at)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at))
+
+    def _outside_nearby(self, at, seg, inward, smooth, ids, deep):
+        """At margin pixels `at` (of segments `seg`), the depth of the surface just outside
+        the mask: the mean, over the outermost-ring pixels within as many pixels as `at`
+        is rings in (its own segment's only: no other segment is that close), of their
+        neighbours' depth that belong to other segments."""
+        scratch = self._scratch
+        height, width = inward.shape
+        flat = np.flatnonzero(cv2.compare(inward, 0, cv2.CMP_EQ, dst=scratch.mask8))  # every mask's outermost ring
+        fv, fu = np.divmod(flat, width)
+        own = ids.ravel().take(flat)
+        total, count = np.zeros(flat.size, np.float32), np.zeros(flat.size, np.float32)
+        flat_ids, flat_smooth = ids.ravel(), smooth.ravel()
+        for ev, eu in _NEIGHBOURS:  # 8 directions, not pixels
+            nv, nu = fv + ev, fu + eu
+            ok = (nv >= 0) & (nv < height) & (nu >= 0) & (nu < width)
+            other = np.where(ok, nv * width + nu, 0)
+            zo = flat_smooth.take(other)
+            ok &= (flat_ids.take(other) != own) & np.isfinite(zo)
+            total += np.where(ok, zo, 0)
+            count += ok
+        values, weight = scratch.step, scratch.weight
+        values.fill(0)
+        weight.fill(0)
+        values.ravel()[flat] = total
+        weight.ravel()[flat] = count
+        level = inward.ravel().take(at)
+        out_total, out_count = np.zeros(at.size, np.float32), np.zeros(at.size, np.float32)
+        first = level == 0
+        out_total[first], out_count[first] = values.ravel().take(at[first]), weight.ravel().take(at[first])
+        for ring in range(1, deep):  # one window per ring: r rings in, r pixels out
+            here = np.flatnonzero(level == ring)
+            if here.size == 0:
+                continue
+            window = (2 * ring + 1, 2 * ring + 1)
+            out_total[here] = cv2.boxFilter(values, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at[here])
+            out_count[here] = cv2.boxFilter(weight, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at[here])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return out_total / out_count
+
+    def _averaged_depth(self, at, raw, reached):
+        """Depth at each point averaged over its 3x3 neighbours that its surface reached
+        (and itself): the noise's spread, less about 3x, leaves the extent along the
+        optical axis. Reached pixels of two segments are never 3x3 neighbours."""
+        scratch = self._scratch
+        total, count = scratch.reached_sum.ravel().take(at), scratch.reached_count.ravel().take(at)
+        own = raw.ravel().take(at)
+        alone = ~reached.ravel().take(at)
+        return ((total + np.where(alone, own, 0)) / (count + alone)).astype(np.float32)
+
+    def _rays(self, k: Intrinsics, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel (flat), x / z and y / z of its ray: back-projection is then a gather
+        and a product per axis."""
+        if self._ray_cache is None or self._ray_cache[0] != (k, shape):
+            vs, us = np.indices(shape, np.float32)
+            rays = backproject(us.ravel(), vs.ravel(), np.ones(us.size, np.float32), k)
+            self._ray_cache = ((k, shape), rays[0], rays[1])
+        return self._ray_cache[1], self._ray_cache[2]
+
+
+def _masked_sums(values: np.ndarray, mask: np.ndarray, size: int, scratch: _Scratch, at: np.ndarray):
+    """At pixels `at`: the sum of `values` over the mask's pixels in the size x size
+    window around each, and their number (box filters over the whole image)."""
+    kept, weight = scratch.step, scratch.weight
+    kept.fill(0)
+    cv2.copyTo(values, mask.view(np.uint8), kept)
+    np.copyto(weight, mask)
+    window = (size, size)
+    total = cv2.boxFilter(kept, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at)
+    count = cv2.boxFilter(weight, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at)
+    return total, count
+
+
+def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int, **options) -> SegmentGeometry:
+    """One-off SegmentMeasurer(**options)(...): for scripts and tests; a node keeps a measurer."""
+    return SegmentMeasurer(**options)(panoptic, depth, intrinsics, num_segments)
+
+
+def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.ndarray, resolution: float = 1e-4):
+    """Per segment and axis ([n, 3] each), the values with `cut[segment]` of the segment's
+    values below (low) and above (high); linear between neighbours for a fractional cut.
+
+    From one sort per axis of all points at once, to `resolution` metres (coarser only
+    where n segments times the axis' span exceed 2^30 steps): each value becomes an
+    integer step count shifted by its segment index times more than the axis' whole
+    span, so the sort keeps segments apart and in order, and every segment's ranks sit
+    at known positions."""
+    n = len(counts)
+    start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
+    positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
+    last = max(int(start[-1] + counts[-1]) - 1, 0)
+    below = np.clip(np.floor(positions).astype(np.int64), 0, last)
+    above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
+    fraction = positions - np.floor(positions)
+    segment = segs.astype(np.int32)
+    out = np.empty((2, n, 3), np.float64)
+    for axis in range(3):  # three axes, not segments or pixels
+        values = xyz[axis]
+        origin = float(values.min())
+        span = float(values.max()) - origin
+        step = max(resolution, span * n / 2**30)
+        spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
+        keys = segment * np.int32(spacing)
+        keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
+        keys.sort()
+        shift = np.arange(n) * spacing
+        low, high = keys[below] - shift, keys[above] - shift
+        out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step + origin
+    return out[0], out[1]
