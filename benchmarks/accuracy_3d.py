@@ -20,9 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from depth_scenes import MASK_ERRORS, evaluate, format_tables, tables  # noqa: E402
-
-from ovseg_ros.segments_3d import SegmentMeasurer  # noqa: E402
+from depth_scenes import MASK_ERRORS, evaluate, format_tables, tables
+from ovseg_ros.segments_3d import SegmentMeasurer
 
 
 def main() -> None:

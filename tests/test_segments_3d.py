@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from depth_scenes import (
     HEIGHT,
-    K,
     WIDTH,
+    K,
     Shape,
     degrade,
     evaluate,
@@ -22,7 +23,6 @@ from depth_scenes import (
     tolerances,
     visible_truth,
 )
-
 from ovseg_ros.segments_3d import SegmentMeasurer
 
 WIDE = ("exact", "wide1", "wide2", "wide3")  # masks up to 3 px too wide: the claim's regime

@@ -4,33 +4,41 @@ intrinsics -> a 3D box per segment, measured on the segment's own surface.
 A mask's edge is uncertain by a few pixels (`mask_margin`: the masks come from a
 quarter-resolution grid), so the mask alone cannot say which of its pixels are the
 object: near its edge it may cover the wall behind, the object behind, the floor, or
-flying pixels (depths between the object and what is behind it). Depth can. The step:
+flying pixels (depths between the object and what is behind it). Depth can. The step,
+with tolerances that follow the camera's noise at each depth (DepthNoise):
 
-1. Depth edges: a pixel deeper than one of its 4 neighbours by more than the surface
-   could step between neighbouring pixels (a slope up to `max_slope_deg` plus 3 sigma
-   of the sensor noise for the two pixels, plus quantisation) lies behind an edge; it
-   is cut from the surfaces.
-2. Surfaces: connected components of what is left, within each mask without its
-   outermost ring (so no component spans two segments).
-3. The segment's surface: the component with the most of the mask's interior (pixels
+1. Edges: on the 3x3 median of the depth, a pixel deeper than a 4-neighbour by more
+   than one surface steps between pixels (a 45 degree slope, 3 sigma of the median's
+   noise, quantisation) is cut, unless the step repeats the one beyond (a plane seen
+   at any angle steps evenly; a depth edge does not). Pixels far from their own
+   median (flying pixels, outliers) and pixels without depth are cut too.
+2. Surfaces: 4-connected components of what is left within each mask less its
+   outermost ring (so none spans two segments).
+3. The segment's surface: the component with most of the mask's interior (pixels
    weighted by the square of their distance from the mask's edge), plus components
-   that reach beyond the mask's uncertain margin and lie within the surface's depth
-   range (an object split in two by a pole in front of it).
-4. Pixels of the uncertain margin are kept when they belong to the surface and lie
-   within its interior's depth range, widened by 3 sigma of the noise and a pixel's
-   slope: what is connected through the floor at an object's foot is cut there. The
-   outermost ring rejoins where it continues a kept neighbour.
-5. The box spans the kept points on each axis less a few extreme points per side
-   (`trim`); along the optical axis it is measured on depth averaged over each kept
-   pixel's kept 3x3 neighbours, which takes the noise's spread out of the extent.
+   beyond the margin or on a thin part's ridge within its depth range (an object that
+   a pole in front splits in two; a pole on a crate that noise cuts off).
+4. The margin: pixels the surface reaches ring by ring outwards from its interior or
+   a thin part's ridge (never along a ring: a strip of floor that a wide mask takes in
+   along an object's side is connected to it only at the object's foot); pixels cut
+   from no surface that continue their reached neighbours further in; pixels amid
+   holes within the surface's depth range. Of these, those whose depth is nearer the
+   surface just outside the mask than the segment's interior nearby, where the two
+   differ, are dropped: a wide mask's strip of wall, floor or object behind.
+5. The box spans the kept points on each axis less the most extreme one per side
+   (`min_trim`); along the optical axis on depth averaged over each point's reached
+   3x3 neighbours, which takes most of the noise's spread out of the extent.
 
-Every step works on all segments at once (OpenCV morphology and components, sorts and
-bincounts): no per-pixel or per-segment Python loops. Boxes are axis-aligned in the
-camera's optical frame (x right, y down, z forward) and span what the camera sees.
-Known limits: where an object stands on the floor, a mask that bleeds onto the floor
-keeps the floor pixels within its noise band of the object's depth range (up to the
-bleed's width, a few cm); an object closer to the surface behind it than the tolerance
-(several cm at 1 m, 25 cm at 6 m with the default noise) cannot be told from it.
+Every step works on all segments at once (OpenCV morphology, medians, components,
+integral images; numpy sorts and bincounts): no per-pixel or per-segment Python loops.
+Boxes are axis-aligned in the camera's optical frame (x right, y down, z forward) and
+span what the camera sees where it has depth.
+
+Known limits (tests/test_segments_3d.py, the README's tables): an object closer to the
+surface behind it than the noise lets depth tell (a few cm at 1 m, 15-25 cm at 5-6 m
+with the default noise) takes in what a wide mask covers of that surface; where an
+object stands on the floor a wide mask keeps the floor pixels within the noise of its
+foot; what falls in a hole of the depth image is not measured.
 """
 
 from __future__ import annotations
@@ -47,7 +55,6 @@ OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
 STATS_STRIDE = 3  # components are scored on every second pixel each way
 KINK_SIGMAS = 3 * np.sqrt(6) * 0.45  # 3 sigma of a second difference of 3x3 medians
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-_OFFSETS = np.array(_NEIGHBOURS)[:, :, None]  # [8, 2 (row, column), 1]
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
 
@@ -55,26 +62,12 @@ _SQUARE = np.ones((3, 3), np.uint8)
 @dataclass
 class SegmentGeometry:
     """Per segment id 1..N: box centre and size [N, 3] in metres (camera frame; NaN
-    without points), and its number of depth points on its surface [N] (all of them;
-    the box itself is measured on a sample of the interior and the whole edge)."""
+    without points), and its number of depth points on its surface [N] (the margin's
+    counted, the interior's estimated from the sample the box is measured on)."""
 
     center: np.ndarray
     size: np.ndarray
     points: np.ndarray
-
-
-def _line_views(image: np.ndarray, axis: int, forward: bool):
-    """Views (p, q, r) of `image` where q is p's neighbour along `axis` (the next pixel
-    when forward, the previous one otherwise) and r the pixel beyond q: p's whose q or
-    r fall outside the array are left out (the arrays are padded)."""
-    size = image.shape[axis]
-    def span(start, stop):
-        index = [slice(None), slice(None)]
-        index[axis] = slice(start, size + stop if stop <= 0 else stop)
-        return image[tuple(index)]
-    if forward:  # q = p + 1, r = p + 2
-        return span(0, -2), span(1, -1), span(2, 0)
-    return span(2, 0), span(1, -1), span(0, -2)
 
 
 class _Scratch:
@@ -86,7 +79,7 @@ class _Scratch:
         self.finite, self.same, self.on, self.reached, self.ridge = (np.empty(shape, bool) for _ in range(5))
         self.low, self.high = (np.empty(shape, np.uint16) for _ in range(2))
         self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-        self.far, self.nearest, self.step, self.weight, self.outside, self.sigma = (np.empty(shape, np.float32) for _ in range(6))
+        self.far, self.step, self.weight, self.sigma = (np.empty(shape, np.float32) for _ in range(4))
         self.cut, self.cut8, self.mask8 = np.empty(shape, bool), np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         self.sparse = np.empty(shape, np.uint8)
         self.kept, self.reached_sum, self.reached_count, self.raw_sigma, self.near = (np.empty(shape, np.float32) for _ in range(5))
@@ -148,13 +141,6 @@ class SegmentMeasurer:
         noise = self.noise
         return z * np.float32(self.slope / focal) + np.float32(sigmas) * noise.sigma(z) + np.float32(2 * noise.quantum)
 
-    def kink_tolerance(self, z: np.ndarray, focal: float) -> np.ndarray:
-        """How much a surface's depth step may change from one pixel to the next (a
-        plane seen at any angle steps evenly; an edge does not): the noise of two
-        differences of 3x3 medians, and a curvature of a pixel's footprint."""
-        noise = self.noise
-        return z * np.float32(1 / focal) + np.float32(3 * np.sqrt(6) * 0.45) * noise.sigma(z) + np.float32(4 * noise.quantum)
-
     def __call__(self, panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int) -> SegmentGeometry:
         """Segments 1..num_segments of `panoptic` (H x W ids); depth H x W in metres,
         aligned to it, NaN (or any non-finite value, or <= 0) where invalid."""
@@ -212,8 +198,8 @@ class SegmentMeasurer:
         interior_seg = ids.ravel().take(interior_at).astype(np.int64)
         inside = interior_seg <= n
         interior_at, interior_seg = interior_at[inside], interior_seg[inside]
-        core = np.logical_and(reached, inward >= deep, out=scratch.same).view(np.uint8)
-        points[:n] = cv2.calcHist([ids], [0], core, [n + 1], [0, n + 1]).ravel()[1:].astype(np.int64)
+        # points on each surface: the interior's estimated from its sample, the margin's counted
+        points[:n] = np.bincount(interior_seg, minlength=n + 1)[1:] * stride * stride
         points[:n] += np.bincount(edge_seg, minlength=n + 1)[1:]
         at = np.concatenate([interior_at, edge_at])
         segs = np.concatenate([interior_seg, edge_seg]) - 1
@@ -258,10 +244,10 @@ class SegmentMeasurer:
         positive = scratch.positive_step_padded
         height, width = raw.shape
         for axis, along in ((0, height), (1, width)):  # down, then across: both ways (4 directions, not pixels)
-            def line(image, start, stop):  # padded index start..stop along the axis, the image's span across
+            def line(image, start, stop, axis=axis):  # padded index start..stop along the axis, the image's span across
                 return image[start:stop, 2:-2] if axis == 0 else image[2:-2, start:stop]
             diff = cv2.subtract(line(padded, 1, along + 4), line(padded, 0, along + 3))  # diff[i] = s[i + 1] - s[i]
-            def span(image, start, length=along):  # entries from `start` along the axis of a diff or change array
+            def span(image, start, length=along, axis=axis):  # entries from `start` along the axis of a diff or change array
                 return image[start:start + length] if axis == 0 else image[:, start:start + length]
             change = cv2.absdiff(span(diff, 1, along + 2), span(diff, 0, along + 2))  # |diff[i + 1] - diff[i]|
             # a pixel deeper than the next one by more than the step tolerance there ...
@@ -447,9 +433,13 @@ class SegmentMeasurer:
         scratch = self._scratch
         interior = np.greater_equal(inward, deep, out=scratch.ridge)
         interior &= reached
-        near_sum, near_count = _masked_sums(smooth, interior, 2 * deep + 1, scratch, at)
+        values = scratch.step
+        values.fill(0)
+        cv2.copyTo(smooth, interior.view(np.uint8), values)
+        near_sum, near_count = _window_sums(
+            [cv2.integral(values, sdepth=cv2.CV_64F), cv2.integral(interior.view(np.uint8), sdepth=cv2.CV_32S)], at, deep)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at))
+            return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at)).astype(np.float32)
 
     def _outside_nearby(self, at, seg, inward, smooth, ids, deep):
         """At margin pixels `at` (of segments `seg`), the depth of the surface just outside
@@ -476,19 +466,11 @@ class SegmentMeasurer:
         weight.fill(0)
         values.ravel()[flat] = total
         weight.ravel()[flat] = count
-        level = inward.ravel().take(at)
-        out_total, out_count = np.zeros(at.size, np.float32), np.zeros(at.size, np.float32)
-        first = level == 0
-        out_total[first], out_count[first] = values.ravel().take(at[first]), weight.ravel().take(at[first])
-        for ring in range(1, deep):  # one window per ring: r rings in, r pixels out
-            here = np.flatnonzero(level == ring)
-            if here.size == 0:
-                continue
-            window = (2 * ring + 1, 2 * ring + 1)
-            out_total[here] = cv2.boxFilter(values, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at[here])
-            out_count[here] = cv2.boxFilter(weight, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at[here])
+        level = inward.ravel().take(at).astype(np.int64)  # r rings in: a window of r pixels each way
+        out_total, out_count = _window_sums(
+            [cv2.integral(values, sdepth=cv2.CV_64F), cv2.integral(weight, sdepth=cv2.CV_64F)], at, level)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return out_total / out_count
+            return (out_total / out_count).astype(np.float32)
 
     def _averaged_depth(self, at, raw, reached):
         """Depth at each point averaged over its 3x3 neighbours that its surface reached
@@ -510,17 +492,23 @@ class SegmentMeasurer:
         return self._ray_cache[1], self._ray_cache[2]
 
 
-def _masked_sums(values: np.ndarray, mask: np.ndarray, size: int, scratch: _Scratch, at: np.ndarray):
-    """At pixels `at`: the sum of `values` over the mask's pixels in the size x size
-    window around each, and their number (box filters over the whole image)."""
-    kept, weight = scratch.step, scratch.weight
-    kept.fill(0)
-    cv2.copyTo(values, mask.view(np.uint8), kept)
-    np.copyto(weight, mask)
-    window = (size, size)
-    total = cv2.boxFilter(kept, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at)
-    count = cv2.boxFilter(weight, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel().take(at)
-    return total, count
+def _window_sums(integrals, at: np.ndarray, radius) -> list[np.ndarray]:
+    """At pixels `at` (flat), the sums of images over the (2 radius + 1)^2 windows around
+    them (cut by the border), from their integral images (cv2.integral, all one shape):
+    four gathers per pixel and image, whatever the window. `radius`: a number or one
+    per pixel."""
+    height, width = integrals[0].shape[0] - 1, integrals[0].shape[1] - 1
+    rows, cols = np.divmod(at, width)
+    stride = width + 1
+    top, bottom = np.clip(rows - radius, 0, height) * stride, np.clip(rows + radius + 1, 0, height) * stride
+    left, right = np.clip(cols - radius, 0, width), np.clip(cols + radius + 1, 0, width)
+    corners = (bottom + right, top + right, bottom + left, top + left)
+    sums = []
+    for integral in integrals:
+        flat = integral.ravel()
+        a, b, c, d = (flat.take(i) for i in corners)
+        sums.append(a - b - c + d)
+    return sums
 
 
 def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int, **options) -> SegmentGeometry:
