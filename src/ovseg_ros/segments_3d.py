@@ -283,9 +283,9 @@ class SegmentMeasurer:
         return self._grids[key]
 
     def _component_stats(self, comp, size, ids, inward, raw, deep):
-        """Per component, from every second pixel each way: its segment, interior score
-        (squared distance from the mask's edge), samples beyond the margin or on a
-        ridge, deepest level, mean depth; and the samples themselves."""
+        """Per component, from every STATS_STRIDE-th pixel each way: its segment, interior
+        score (squared distance from the mask's edge), samples beyond the margin or on a
+        ridge, deepest level, nearest and farthest depth; and the samples themselves."""
         every = STATS_STRIDE
         c = comp[::every, ::every].ravel()
         sel = np.flatnonzero(c)
@@ -298,12 +298,11 @@ class SegmentMeasurer:
         segment = np.zeros(size, np.int64)
         segment[c] = seg
         weight = level.astype(np.float32)
-        count = np.bincount(c, minlength=size)
         top = np.zeros(size, np.uint8)
         np.maximum.at(top, c, level)
         return {"segment": segment, "score": np.bincount(c, weights=weight * weight, minlength=size),
                 "deep": np.bincount(c, weights=(level >= deep) | ridge, minlength=size), "top": top,
-                "mean": (np.bincount(c, weights=z, minlength=size) / np.maximum(count, 1)).astype(np.float32),
+                "nearest": _reduce_at(np.fmin, c, z, size), "farthest": _reduce_at(np.fmax, c, z, size),
                 "c": c, "seg": seg, "level": level, "z": z}
 
     def _segment_surfaces(self, stats, n, focal):
@@ -331,9 +330,9 @@ class SegmentMeasurer:
         others = order[~last]
         if others.size:
             owner = segment[others]
-            mean, lo, hi = stats["mean"][others], low[owner], high[owner]
-            with np.errstate(invalid="ignore"):
-                fits = (stats["deep"][others] > 0) & (mean >= lo - self.step_tolerance(lo, focal)) & (mean <= hi + self.step_tolerance(hi, focal))
+            nearest, farthest, lo, hi = stats["nearest"][others], stats["farthest"][others], low[owner], high[owner]
+            with np.errstate(invalid="ignore"):  # its depths overlap the surface's
+                fits = (stats["deep"][others] > 0) & (farthest >= lo - self.step_tolerance(lo, focal)) & (nearest <= hi + self.step_tolerance(hi, focal))
             accepted[others[fits]] = True
         return accepted, low, high
 
@@ -509,6 +508,13 @@ def _window_sums(integrals, at: np.ndarray, radius) -> list[np.ndarray]:
         a, b, c, d = (flat.take(i) for i in corners)
         sums.append(a - b - c + d)
     return sums
+
+
+def _reduce_at(ufunc, index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Per index 0..size-1 the ufunc (np.fmin, np.fmax) over its values; NaN for none."""
+    out = np.full(size, np.nan, np.float32)
+    ufunc.at(out, index, values)
+    return out
 
 
 def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int, **options) -> SegmentGeometry:
