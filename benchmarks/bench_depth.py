@@ -9,8 +9,8 @@ a node where other work runs between frames and the caches are cold; ours also r
 to back (warm caches), the best case. The scene: a floor and wall plane behind plates at
 1.5-4 m, with 2 mm noise, 5% invalid pixels and flying pixels at depth edges. The
 baseline (ovseg_ros.naive.loop_segment_boxes) erodes each mask and takes percentiles:
-it does less than ours (no grow-back of the edge), so the ratio understates the gain
-for the same work.
+it does far less than ours (no search for each segment's own surface), so the ratio
+understates the gain for the same work.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 
 from ovseg_ros.benchmark import machine_info
 from ovseg_ros.depth import Intrinsics, point_cloud
-from ovseg_ros.segments_3d import SegmentMeasurer
 from ovseg_ros.naive import loop_segment_boxes
+from ovseg_ros.segments_3d import SegmentMeasurer
 
 
 def scene(height: int, width: int, segments: int, seed: int = 0):

@@ -54,8 +54,7 @@ def test_other_mask_errors_and_how_far_misses_go(cases):
 
 
 def _one_object_scene(shapes, camera_height=1.2, tilt=25.0, back_wall=7.0):
-    scene = render([shapes], camera_height, tilt, back_wall=back_wall, side_wall=3.5)
-    return scene
+    return render([shapes], camera_height, tilt, back_wall=back_wall, side_wall=3.5)
 
 
 def _errors(scene, panoptic, depth, measurer=None):

@@ -52,7 +52,7 @@ from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
-STATS_STRIDE = 3  # components are scored on every second pixel each way
+STATS_STRIDE = 3  # components are scored on every third pixel each way
 KINK_SIGMAS = 3 * np.sqrt(6) * 0.45  # 3 sigma of a second difference of 3x3 medians
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
@@ -76,7 +76,7 @@ class _Scratch:
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
-        self.finite, self.same, self.on, self.reached, self.ridge = (np.empty(shape, bool) for _ in range(5))
+        self.finite, self.same, self.on, self.reached, self.ridge, self.interior = (np.empty(shape, bool) for _ in range(6))
         self.low, self.high = (np.empty(shape, np.uint16) for _ in range(2))
         self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         self.far, self.step, self.weight, self.sigma = (np.empty(shape, np.float32) for _ in range(4))
@@ -141,6 +141,21 @@ class SegmentMeasurer:
         noise = self.noise
         return z * np.float32(self.slope / focal) + np.float32(sigmas) * noise.sigma(z) + np.float32(2 * noise.quantum)
 
+    def _noise_image(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The noise's sigma at every pixel of depth image z, into `out` (NaN stays NaN)."""
+        noise = self.noise
+        if noise.exponent == 2:
+            return cv2.multiply(z, z, dst=out, scale=noise.sigma_at_1m)
+        with np.errstate(invalid="ignore"):  # no depth (NaN, <= 0): no sigma
+            np.copyto(out, noise.sigma(z))
+        return out
+
+    def _overlaps(self, nearest, farthest, low, high, focal) -> np.ndarray:
+        """Whether depths from `nearest` to `farthest` meet a surface's [low, high],
+        widened by a step tolerance at each end (elementwise; NaN: no)."""
+        with np.errstate(invalid="ignore"):
+            return (farthest >= low - self.step_tolerance(low, focal)) & (nearest <= high + self.step_tolerance(high, focal))
+
     def __call__(self, panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int) -> SegmentGeometry:
         """Segments 1..num_segments of `panoptic` (H x W ids); depth H x W in metres,
         aligned to it, NaN (or any non-finite value, or <= 0) where invalid."""
@@ -176,20 +191,13 @@ class SegmentMeasurer:
         accepted, low, high = self._segment_surfaces(stats, n, focal)
         reached = self._reach(comp, accepted, inward, deep)
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
-        # reached 3x3 neighbours, their number; the raw depth's noise; the pixels still open
+        # reached 3x3 neighbours, and their number
         kept = scratch.kept
         kept.fill(0)
         cv2.copyTo(raw, reached.view(np.uint8), kept)
         cv2.boxFilter(kept, -1, (3, 3), dst=scratch.reached_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
         np.copyto(scratch.weight, reached)
         cv2.boxFilter(scratch.weight, -1, (3, 3), dst=scratch.reached_count, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        if self.noise.exponent == 2:
-            cv2.multiply(raw, raw, dst=scratch.raw_sigma, scale=self.noise.sigma_at_1m)
-        else:
-            np.copyto(scratch.raw_sigma, self.noise.sigma(np.where(finite, raw, 0)))
-        open_ = np.logical_and(finite, ~scratch.cut, out=scratch.open)
-        open_ &= ~reached
-        cv2.compare(ids, 0, cv2.CMP_NE, dst=scratch.labelled8)
         edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, finite, reached, comp, low, high, n, deep, focal)
         # the interior: every stride-th pixel each way
         stride = self.stride
@@ -230,11 +238,7 @@ class SegmentMeasurer:
         sparse = cv2.compare(smooth, 0, cv2.CMP_LE, dst=scratch.sparse)  # most of the neighbourhood has no depth
         cv2.copyTo(raw, sparse, smooth)
         noise = self.noise
-        sigma = scratch.sigma
-        if noise.exponent == 2:
-            cv2.multiply(smooth, smooth, dst=sigma, scale=noise.sigma_at_1m)
-        else:
-            np.multiply(noise.sigma(smooth), 1, out=sigma)
+        sigma = self._noise_image(smooth, scratch.sigma)
         # step tolerance (negated: compared with the signed difference), kink tolerance
         cv2.addWeighted(smooth, -self.slope / focal, sigma, -MEDIAN_STEP_SIGMAS, -2 * noise.quantum, dst=scratch.negative_step)
         cv2.multiply(scratch.negative_step_padded, -1.0, dst=scratch.positive_step_padded)
@@ -321,19 +325,15 @@ class SegmentMeasurer:
         # the main surface's depth range: its samples at the deepest level it reaches
         c, seg, level, z = stats["c"], stats["seg"], stats["level"], stats["z"]
         inside = (main[np.minimum(seg, n)] == c) & (level >= stats["top"][c])
-        low, high = np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
-        np.fmin.at(low, seg[inside], z[inside])
-        np.fmax.at(high, seg[inside], z[inside])
+        low, high = _reduce_at(np.fmin, seg[inside], z[inside], n + 1), _reduce_at(np.fmax, seg[inside], z[inside], n + 1)
         # further pieces of the same surface: beyond the margin or a thin part's ridge,
         # within its depth range (an object that a pole in front of it splits in two, a
         # pole on a crate that noise cuts off)
         others = order[~last]
         if others.size:
             owner = segment[others]
-            nearest, farthest, lo, hi = stats["nearest"][others], stats["farthest"][others], low[owner], high[owner]
-            with np.errstate(invalid="ignore"):  # its depths overlap the surface's
-                fits = (stats["deep"][others] > 0) & (farthest >= lo - self.step_tolerance(lo, focal)) & (nearest <= hi + self.step_tolerance(hi, focal))
-            accepted[others[fits]] = True
+            overlap = self._overlaps(stats["nearest"][others], stats["farthest"][others], low[owner], high[owner], focal)
+            accepted[others[(stats["deep"][others] > 0) & overlap]] = True
         return accepted, low, high
 
     def _reach(self, comp, accepted, inward, deep):
@@ -370,12 +370,13 @@ class SegmentMeasurer:
         near = scratch.near  # mean raw depth of the reached 3x3 neighbours (one segment's only)
         with np.errstate(invalid="ignore", divide="ignore"):
             np.divide(scratch.reached_sum, scratch.reached_count, out=near)
-        noise = self.noise
         # continuity with it, for raw pixels: the step tolerance of raw depth
-        limit = cv2.addWeighted(raw, self.slope / focal, scratch.raw_sigma, 3 * np.sqrt(2), 2 * noise.quantum, dst=scratch.step)
+        raw_sigma = self._noise_image(raw, scratch.raw_sigma)
+        limit = cv2.addWeighted(raw, self.slope / focal, raw_sigma, 3 * np.sqrt(2), 2 * self.noise.quantum, dst=scratch.step)
         fits = cv2.compare(cv2.absdiff(raw, near, dst=scratch.far), limit, cv2.CMP_LE, dst=scratch.mask8)
-        loose = scratch.loose
-        cv2.bitwise_and(fits, scratch.open8, dst=loose)  # finite, not cut, not reached yet (set below)
+        open_ = np.logical_and(finite, ~scratch.cut, out=scratch.open)  # with depth, not cut, not reached
+        open_ &= ~reached
+        loose = cv2.bitwise_and(fits, scratch.open8, dst=scratch.loose)
         seeds, grown, joined = scratch.seeds, scratch.grown, scratch.joined
         joined.fill(0)
         reached8 = reached.view(np.uint8)
@@ -389,7 +390,7 @@ class SegmentMeasurer:
         cv2.bitwise_and(joined, loose, dst=joined)
         # candidates: kept so far, or amid holes outside every surface
         margin = cv2.compare(inward, deep, cv2.CMP_LT, dst=scratch.margin8)
-        cv2.bitwise_and(margin, scratch.labelled8, dst=margin)
+        cv2.bitwise_and(margin, cv2.compare(ids, 0, cv2.CMP_NE, dst=scratch.labelled8), dst=margin)
         alone = cv2.compare(comp, 0, cv2.CMP_EQ, dst=scratch.alone8)
         cv2.bitwise_and(alone, scratch.sparse, dst=alone)
         cv2.bitwise_and(alone, scratch.open8, dst=alone)
@@ -402,11 +403,10 @@ class SegmentMeasurer:
             at, seg = at[known], seg[known]
         z = raw.ravel().take(at)
         keep = (reached8.ravel().take(at) | joined.ravel().take(at)) != 0
-        with np.errstate(invalid="ignore"):
-            lonely = np.flatnonzero(~keep)
-            lo, hi, za = low[seg[lonely]], high[seg[lonely]], z[lonely]
-            keep[lonely[(za >= lo - self.step_tolerance(lo, focal)) & (za <= hi + self.step_tolerance(hi, focal))]] = True
-        at, seg, z = at[keep], seg[keep], z[keep]
+        lonely = np.flatnonzero(~keep)
+        za = z[lonely]
+        keep[lonely[self._overlaps(za, za, low[seg[lonely]], high[seg[lonely]], focal)]] = True
+        at, seg = at[keep], seg[keep]
         # which surface each is nearer: the interior's, or the one just outside the mask
         ref_in = self._interior_nearby(at, smooth, inward, reached, deep)
         zs = smooth.ravel().take(at)
@@ -430,7 +430,7 @@ class SegmentMeasurer:
         reached pixels next to it. A pixel `deep` (1) inside its mask has no other
         segment within `deep` (1) pixels: each box sum sees one segment only."""
         scratch = self._scratch
-        interior = np.greater_equal(inward, deep, out=scratch.ridge)
+        interior = np.greater_equal(inward, deep, out=scratch.interior)
         interior &= reached
         values = scratch.step
         values.fill(0)
