@@ -11,6 +11,9 @@ depth_topics (one per camera topic, aligned to its image) turns on segments in 3
         depth_topics:=/camera/aligned_depth_to_color/image_raw checkpoint:=/models/eov_seg_r50.pth
 
 Arguments left empty keep the values of params_file (config/ovseg.yaml by default).
+The node is a managed (lifecycle) node that configures and activates itself
+(autostart:=true, the default); with autostart:=false it waits, unconfigured, for a
+lifecycle manager or `ros2 lifecycle set /ovseg_node configure` (then `activate`).
 If the node exits with an error (it cannot start, or fails), launch shuts down and
 exits non-zero.
 """
@@ -40,6 +43,8 @@ ARGUMENTS = {
     "depth_topics": ("", "comma-separated depth image topics aligned to the camera topics, one each: segments in 3D"),
     "namespace": ("", "namespace of the node"),
     "params_file": ("", "parameter YAML (default: the package's config/ovseg.yaml)"),
+    "autostart": ("true", "configure and activate the (lifecycle) node at start; false: leave it unconfigured for a lifecycle manager or `ros2 lifecycle set`"),
+    "use_sim_time": ("", "true to run on /clock (simulation, `ros2 bag play --clock`)"),
     "use_rviz": ("false", "also start rviz with config/ovseg.rviz, showing the first camera's outputs"),
     "rviz_frame": ("", "rviz's fixed frame: the camera's optical frame_id, or a frame TF connects it to (default: camera)"),
 }
@@ -115,6 +120,12 @@ def _setup(context):
             overrides[name] = value[name]
     if value["compressed"]:
         overrides["compressed"] = _true(value["compressed"])
+    overrides["autostart"] = _true(value["autostart"])
+    if value["use_sim_time"]:
+        overrides["use_sim_time"] = _true(value["use_sim_time"])
+    # a plain Node action: the node drives its own lifecycle at autostart, and launch_ros'
+    # LifecycleNode action in Humble fails `ros2 launch` on Ctrl-C ("Cannot shutdown a
+    # ROS adapter that is not running"); managers reach its lifecycle services either way
     node = Node(
         package="ovseg_ros",
         executable="ovseg_node",

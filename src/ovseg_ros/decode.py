@@ -75,15 +75,15 @@ def pixel_rows(data, height: int, row_bytes: int, step: int, error=ImageError, w
     return np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
 
 
-def decode_image(msg) -> np.ndarray:
+def decode_image(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/Image -> RGB. 16-bit images keep their high byte."""
     height, width, step, encoding, big_endian = image_fields(msg)
     if encoding not in _ENCODINGS:
         raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}", "encoding")
     if height <= 0 or width <= 0:
         raise ImageError(f"image has no pixels ({width}x{height})", "empty")
-    if height * width > MAX_PIXELS:
-        raise ImageError(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels", "size")
+    if height * width > max_pixels:
+        raise ImageError(f"image of {width}x{height} exceeds {max_pixels} pixels", "size")
     channels, depth, conversion = _ENCODINGS[encoding]
     row_bytes = width * channels * depth
     if step < row_bytes:
@@ -105,7 +105,7 @@ def decode_image(msg) -> np.ndarray:
         raise ImageError(f"cannot convert {width}x{height} {encoding} to RGB: {exc.err}", "encoding") from exc
 
 
-def decode_bytes(data, what: str = "compressed image", apply_orientation: bool = False) -> np.ndarray:
+def decode_bytes(data, what: str = "compressed image", apply_orientation: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An encoded image (JPEG, PNG, ...) -> RGB, strictly: truncated or corrupt data raises
     ImageError. `apply_orientation` turns the picture as its EXIF tag says (files)."""
     buffer = byte_view(data)
@@ -119,8 +119,8 @@ def decode_bytes(data, what: str = "compressed image", apply_orientation: bool =
         raise ImageError(f"{what} is damaged ({buffer.size} bytes): {exc}", "corrupt") from exc
     with img:
         width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"image of {width}x{height} exceeds {MAX_PIXELS} pixels", "size")
+        if width * height > max_pixels:
+            raise ImageError(f"image of {width}x{height} exceeds {max_pixels} pixels", "size")
         try:
             img.load()  # decodes everything: a truncated or damaged file raises here
         except Exception as exc:  # noqa: BLE001 - PIL's decoders raise assorted errors on damaged data
@@ -148,7 +148,7 @@ def read_image_file(path) -> np.ndarray:
     return decode_bytes(data, f"{path}", apply_orientation=True)
 
 
-def decode_compressed(msg) -> np.ndarray:
+def decode_compressed(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png, as image_transport writes them) -> RGB."""
     try:
         fmt = str(msg.format).lower()
@@ -157,11 +157,11 @@ def decode_compressed(msg) -> np.ndarray:
         raise ImageError(f"not a compressed image message: {exc}", "type") from exc
     if "compresseddepth" in fmt:
         raise ImageError("compressedDepth images are depth maps, not camera images", "encoding")
-    return decode_bytes(data, f"compressed image (format {msg.format!r})")
+    return decode_bytes(data, f"compressed image (format {msg.format!r})", max_pixels=max_pixels)
 
 
-def decode(msg) -> np.ndarray:
-    """Either kind of camera message."""
+def decode(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Either kind of camera message; larger than `max_pixels` is an error."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return decode_compressed(msg)
-    return decode_image(msg)
+        return decode_compressed(msg, max_pixels)
+    return decode_image(msg, max_pixels)

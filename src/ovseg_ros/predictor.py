@@ -179,6 +179,13 @@ class Predictor:
             self._state = VocabularyState(**{**state.__dict__, "version": version})
         return version
 
+    def continue_versions(self, after: int) -> None:
+        """Number the active vocabulary (and the next ones) on from `after`: a model loaded
+        again keeps the versions its consumers have seen increasing."""
+        with self._lock:
+            if self._state is not None and self._state.version <= after:
+                self._state = VocabularyState(**{**self._state.__dict__, "version": after + 1})
+
     def set_vocabulary(self, classes: str | Sequence[str], things=None) -> int:
         """Validate, encode and activate; on error the previous vocabulary stays."""
         return self.activate(self.prepare_vocabulary(classes, things))

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+BYTES_PER_PIXEL_MAX = 8  # rgba16: the widest encoding decode takes
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -60,3 +62,27 @@ class LatestFrameSlots:
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+
+
+def oversize(message: Any, max_pixels: int) -> str | None:
+    """Why a camera or depth message is refused for its size, or None: read from its
+    header fields and data length only, before anything is allocated for its pixels, so
+    a 20000 x 20000 frame costs no more than the transport's own copy of it."""
+    height, width = getattr(message, "height", None), getattr(message, "width", None)
+    try:
+        size = len(message.data)
+    except (AttributeError, TypeError):
+        return None  # not a message decode can read: decode says why
+    if height is None or width is None:  # CompressedImage: no header size; compressed data is smaller than raw
+        if size > 3 * max_pixels:
+            return f"compressed image of {size} bytes exceeds max_image_pixels ({max_pixels} pixels, {3 * max_pixels} bytes)"
+        return None
+    try:
+        pixels = int(height) * int(width)
+    except (TypeError, ValueError):
+        return None
+    if pixels > max_pixels:
+        return f"image of {width}x{height} ({pixels} pixels) exceeds max_image_pixels ({max_pixels})"
+    if size > BYTES_PER_PIXEL_MAX * max(pixels, 1) + 4096:
+        return f"image data of {size} bytes is far more than {width}x{height} pixels need (max_image_pixels {max_pixels})"
+    return None

@@ -1,6 +1,6 @@
 """Node parameters: names, types, defaults, descriptions and ranges in one table,
-validated into a dataclass. The rclpy shell declares them from PARAMETERS; tests use it
-directly."""
+validated into a dataclass. The rclpy shell declares them from PARAMETERS and reads them
+at configure (node/lifecycle.py says when each may change); tests use it directly."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ class ParameterSpec:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
-    read_only: bool = True  # most settings need a restart; the vocabulary has its service
 
     @property
     def type_name(self) -> str:
@@ -55,11 +54,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_size", 2560, "cap on the long side of the network input", minimum=32, maximum=8192),
     ParameterSpec(
         "classes", DEFAULT_CLASSES.split("; "), "vocabulary, one class per entry, synonyms comma-separated "
-        "(set alone, things are inferred)", read_only=False,
+        "(set alone, things are inferred)",
     ),
     ParameterSpec(
         "things", None, "classes that are things (any of their names); unset or empty: classes with a COCO thing name",
-        kind="str_list", read_only=False,
+        kind="str_list",
     ),
     ParameterSpec("object_mask_threshold", 0.0, "minimum query score to become a segment", minimum=0.0, maximum=1.0),
     ParameterSpec("overlap_threshold", 0.8, "share of its own mask a segment must keep after overlaps", minimum=0.0, maximum=1.0),
@@ -86,7 +85,16 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("publish_overlay", True, "publish the rgb8 overlay (rendered only while someone subscribes)"),
     ParameterSpec("max_batch", 4, "largest number of cameras' frames run as one batch", minimum=1, maximum=16),
     ParameterSpec("max_frame_age", 0.0, "drop frames older than this many seconds when their turn comes (0: never)", minimum=0.0, maximum=60.0),
-    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", minimum=0.1, maximum=60.0),
+    ParameterSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages (steady time: on in sim time too)",
+                  minimum=0.1, maximum=60.0),
+    ParameterSpec(
+        "max_image_pixels", 50_000_000, "larger camera or depth frames are dropped with a warning before any of their "
+        "pixels are copied", minimum=1, maximum=1_000_000_000,
+    ),
+    ParameterSpec("autostart", True, "configure and activate at start; false: a lifecycle manager or "
+                  "`ros2 lifecycle set` drives the node"),
+    ParameterSpec("release_on_deactivate", False, "deactivate frees the model (and its GPU memory); activate loads "
+                  "it again (seconds)"),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 
@@ -133,6 +141,9 @@ class NodeParameters:
     max_batch: int = 4
     max_frame_age: float = 0.0
     diagnostics_period: float = 1.0
+    max_image_pixels: int = 50_000_000
+    autostart: bool = True
+    release_on_deactivate: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "NodeParameters":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from ovseg_ros import messages
-from ovseg_ros.decode import decode
+from ovseg_ros.decode import MAX_PIXELS, decode
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, decode_depth, point_cloud
 from ovseg_ros.segments_3d import SegmentGeometry, SegmentMeasurer
 from ovseg_ros.node.frames import Frame
@@ -96,6 +96,7 @@ class FramePipeline:
         mask_margin: int = 3,
         points_decimation: int = 2,
         depth_noise: Mapping[str, DepthNoise] | DepthNoise = DepthNoise(),
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.predictor = predictor
         self.factory = factory
@@ -105,6 +106,7 @@ class FramePipeline:
         self.stats = PipelineStats()
         self.mask_margin, self.points_decimation = mask_margin, points_decimation
         self.depth_noise = depth_noise  # per camera, or one model for all
+        self.max_pixels = max_pixels
         self._measurers: dict[str, SegmentMeasurer] = {}  # per camera: each keeps buffers of its image size
 
     def process(
@@ -119,7 +121,7 @@ class FramePipeline:
         images, accepted = [], []
         for frame in frames:
             try:
-                images.append(decode(frame.message))
+                images.append(decode(frame.message, self.max_pixels))
                 accepted.append(frame)
             except ImageError as exc:
                 self.stats.bad_input[frame.camera] += 1

@@ -1,0 +1,207 @@
+"""Soak: the node as launched by users (`ros2 launch ovseg_ros ovseg.launch.py`, stand-in
+weights on the CPU unless --checkpoint/--device say otherwise) for N minutes, fed a
+moving RGB-D scene at a camera's rate, with a vocabulary change every 30 s, an overlay
+subscriber that comes and goes every 20 s, and a malformed or oversized frame every 10 s.
+It samples the node's resident memory every 10 s and prints the output rate, the latency
+from a frame's stamp (its publication time) to its segments' arrival (percentiles), and
+the memory growth per hour (least-squares slope after the warm-up), as a table and JSON.
+
+    . tools/ros_env.sh && .venv/bin/python benchmarks/soak_node.py --minutes 30 --json soak.json
+
+Not a test: figures depend on the machine; the README quotes a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "ros"))
+
+from ros_graph import RELIABLE, Launch, Peer, camera_info_message, image_message, init_rclpy
+
+VOCABULARIES = (
+    ["person", "forklift", "pallet", "floor", "wall"],
+    ["person", "box, cardboard box", "shelf, rack", "floor"],
+    ["chair", "table", "person", "wall", "ceiling", "floor"],
+)
+
+
+def node_pid() -> int | None:
+    """The node's process (the executable launch started), by its command line."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"lib/ovseg_ros/ovseg_node") for part in cmdline):
+            return int(proc.name)
+    return None
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def scene(height: int, width: int, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """A box sliding over a floor in front of a wall: rgb8 and 16UC1 depth (mm)."""
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:] = (90, 90, 110)
+    rgb[height // 2:] = (60, 120, 60)
+    depth = np.full((height, width), 3000, np.uint16)
+    depth[height // 2:] = np.linspace(2000, 800, height - height // 2, dtype=np.uint16)[:, None]
+    x = int((0.5 + 0.4 * np.sin(t / 3)) * (width - width // 4))
+    rgb[height // 4: 3 * height // 4, x: x + width // 4] = (200, 80, 40)
+    depth[height // 4: 3 * height // 4, x: x + width // 4] = 1500
+    return rgb, depth
+
+
+def depth_message(depth_mm: np.ndarray, sec: int, nanosec: int, frame_id: str):
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=depth_mm.shape[0], width=depth_mm.shape[1], encoding="16UC1", step=depth_mm.shape[1] * 2)
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, frame_id
+    msg.data = depth_mm.astype("<u2").tobytes()
+    return msg
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=15.0, help="camera frames per second")
+    parser.add_argument("--size", default="96x128", help="HxW of the frames")
+    parser.add_argument("--warmup", type=float, default=120.0, help="seconds left out of the memory slope")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "ovseg_soak_launch.log")
+    args = parser.parse_args()
+    height, width = (int(v) for v in args.size.split("x"))
+
+    from ovseg_msgs.msg import SegmentArray
+    from ovseg_msgs.srv import SetVocabulary
+    from sensor_msgs.msg import CameraInfo, Image
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as params:
+        params.write("/**:\n  ros__parameters:\n    min_size: 0\n    sync_slop: 0.02\n    max_image_pixels: 1000000\n")
+    launch = Launch(["ovseg_ros", "ovseg.launch.py", "weights:=random", "device:=cpu", f"params_file:={params.name}",
+                     "camera_topics:=/soak/color/image_raw", "depth_topics:=/soak/depth/image_raw"], args.log)
+    init_rclpy()
+    peer = Peer("ovseg_soak_peer")
+    try:
+        if not launch.wait_for_output("segmenting", timeout=300):
+            print(launch.output[-3000:])
+            return 1
+        pid = node_pid()
+        arrivals: list[tuple[float, float]] = []  # (arrival, latency)
+        lock = threading.Lock()
+
+        def on_segments(msg) -> None:
+            now = time.time()
+            with lock:
+                arrivals.append((now, now - (msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)))
+
+        def change_vocabulary(classes) -> None:
+            reply = peer.call(SetVocabulary, "/ovseg_node/set_vocabulary", SetVocabulary.Request(classes=classes, things=[]))
+            events["vocabulary" if reply.success else "vocabulary_refused"] += 1
+
+        peer.node.create_subscription(SegmentArray, "/ovseg_node/soak/color/segments", on_segments, RELIABLE)
+        images = peer.publisher(Image, "/soak/color/image_raw")
+        infos = peer.publisher(CameraInfo, "/soak/color/camera_info")
+        depths = peer.publisher(Image, "/soak/depth/image_raw")
+        assert peer.wait_for_subscribers("/soak/color/image_raw", timeout=60)
+        start = time.time()
+        end = start + 60 * args.minutes
+        memory: list[tuple[float, float]] = [(0.0, rss_mib(pid))]
+        overlay, events = None, {"vocabulary": 0, "vocabulary_refused": 0, "overlay_toggles": 0, "bad_frames": 0}
+        next_frame, next_sample, frame = start, start + 10, 0
+        rng = np.random.default_rng(0)
+        while time.time() < end and launch.process.poll() is None:
+            now = time.time()
+            if now < next_frame:
+                time.sleep(min(next_frame - now, 0.005))
+                continue
+            next_frame += 1 / args.rate
+            frame += 1
+            t = now - start
+            sec, nanosec = int(now), int((now % 1) * 1e9)
+            rgb, depth = scene(height, width, t)
+            infos.publish(camera_info_message(height, width, sec, "soak_optical", nanosec))
+            depths.publish(depth_message(depth, sec, nanosec, "soak_optical"))
+            images.publish(image_message(rgb, sec, "soak_optical", nanosec))
+            if frame % int(10 * args.rate) == 0:  # a bad frame every 10 s: each kind in turn
+                kind = events["bad_frames"] % 3
+                bad = image_message(rgb, sec, "soak_optical", nanosec + 1)
+                if kind == 0:
+                    bad.encoding = "weird16"
+                elif kind == 1:
+                    bad.data = bad.data[: len(bad.data) // 3]
+                else:
+                    bad.height, bad.width, bad.step = 1200, 1200, 3600  # over max_image_pixels
+                    bad.data = rng.integers(0, 255, 1200 * 3600, dtype=np.uint8).tobytes()
+                images.publish(bad)
+                events["bad_frames"] += 1
+            if frame % int(30 * args.rate) == 0:  # a vocabulary change every 30 s (asynchronous: never blocks frames)
+                classes = VOCABULARIES[(frame // int(30 * args.rate)) % len(VOCABULARIES)]
+                threading.Thread(target=change_vocabulary, args=(classes,), daemon=True).start()
+            if frame % int(20 * args.rate) == 0:  # the overlay subscriber comes and goes
+                if overlay is None:
+                    overlay = peer.node.create_subscription(Image, "/ovseg_node/soak/color/overlay", lambda m: None, RELIABLE)
+                else:
+                    peer.node.destroy_subscription(overlay)
+                    overlay = None
+                events["overlay_toggles"] += 1
+            if now >= next_sample:
+                memory.append((now - start, rss_mib(pid)))
+                next_sample += 10
+        alive = launch.process.poll() is None
+        duration = time.time() - start
+    finally:
+        code = launch.interrupt()
+        peer.close()
+
+    with lock:
+        latencies = np.array([lat for _, lat in arrivals]) * 1e3
+        outputs = len(arrivals)
+    t, rss = np.array(memory).T
+    late = t >= args.warmup
+    slope = float(np.polyfit(t[late], rss[late], 1)[0] * 3600) if late.sum() >= 3 else float("nan")
+    figures = {
+        "minutes": round(duration / 60, 1), "frame_rate_in_hz": args.rate, "frame_size": args.size,
+        "output_rate_hz": round(outputs / duration, 2), "outputs": outputs,
+        "latency_ms": {p: round(float(np.percentile(latencies, q)), 1) for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
+        if outputs else {},
+        "rss_mib": {"start": round(float(rss[0]), 1), "after_warmup": round(float(rss[late][0]), 1) if late.any() else None,
+                    "end": round(float(rss[-1]), 1), "max": round(float(rss.max()), 1)},
+        "rss_growth_mib_per_hour": round(slope, 1),
+        "events": events, "node_alive_at_end": alive, "launch_exit_code": code,
+    }
+    rows = [("duration", f"{figures['minutes']} min"), ("frames in", f"{args.rate} Hz, {args.size}"),
+            ("segments out", f"{figures['output_rate_hz']} Hz ({outputs})")]
+    rows += [(f"latency {k}", f"{v} ms") for k, v in figures["latency_ms"].items()]
+    rss_row = f"{figures['rss_mib']['start']} / {figures['rss_mib']['after_warmup']} / {figures['rss_mib']['end']} MiB"
+    rows += [("RSS start / after warm-up / end", rss_row), ("RSS growth", f"{figures['rss_growth_mib_per_hour']} MiB/h"),
+             ("vocabulary changes", str(events["vocabulary"])), ("overlay subscriber toggles", str(events["overlay_toggles"])),
+             ("bad frames sent", str(events["bad_frames"])), ("alive at end / exit code", f"{alive} / {code}")]
+    width_ = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width_}}  {value}")
+    print(json.dumps(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0 if alive and code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
