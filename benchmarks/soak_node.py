@@ -26,34 +26,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ros"))
 
-from ros_graph import RELIABLE, Launch, Peer, camera_info_message, image_message, init_rclpy
+from ros_graph import RELIABLE, Launch, Peer, camera_info_message, image_message, init_rclpy, rss_mib
 
 VOCABULARIES = (
     ["person", "forklift", "pallet", "floor", "wall"],
     ["person", "box, cardboard box", "shelf, rack", "floor"],
     ["chair", "table", "person", "wall", "ceiling", "floor"],
 )
-
-
-def node_pid() -> int | None:
-    """The node's process (the executable launch started), by its command line."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(part.endswith(b"lib/ovseg_ros/ovseg_node") for part in cmdline):
-            return int(proc.name)
-    return None
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def scene(height: int, width: int, t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +82,7 @@ def main() -> int:
         if not launch.wait_for_output("segmenting", timeout=300):
             print(launch.output[-3000:])
             return 1
-        pid = node_pid()
+        pid = launch.node_pid()
         arrivals: list[tuple[float, float]] = []  # (arrival, latency)
         lock = threading.Lock()
 

@@ -95,6 +95,21 @@ class Launch:
         finally:
             self.kill()
 
+    def node_pid(self, executable: str = "ovseg_node") -> int | None:
+        """The pid of the node process this launch started (its executable, in this
+        launch's process group): for measuring its memory."""
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                group = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            except (OSError, ValueError, IndexError):
+                continue
+            if group == self.process.pid and any(part.endswith(f"/{executable}".encode()) for part in cmdline):
+                return int(proc.name)
+        return None
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -134,6 +149,12 @@ class Peer:
             self._publishers[key] = self.node.create_publisher(msg_type, topic, qos)
         return self._publishers[key]
 
+    def drop_publisher(self, msg_type, topic: str) -> None:
+        """Destroy a publisher (a camera driver that goes away)."""
+        publisher = self._publishers.pop(f"{topic}:{msg_type.__name__}", None)
+        if publisher is not None:
+            self.node.destroy_publisher(publisher)
+
     def wait_for_subscribers(self, topic: str, count: int = 1, timeout: float = 60.0) -> bool:
         return bool(wait_until(lambda: self.node.count_subscribers(topic) >= count, timeout))
 
@@ -167,6 +188,14 @@ def camera_info_message(height: int, width: int, sec: int, frame_id: str, nanose
     msg.p = [fx, 0.0, width / 2, 0.0, 0.0, fy, height / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
     msg.d = [0.0] * 5
     return msg
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def stamp_key(header) -> tuple[int, int]:

@@ -1,0 +1,123 @@
+"""A camera driver that restarts, and frames far larger than any camera's, in a live
+graph: the publisher is destroyed and created again with another size and encoding (the
+node follows without a restart), and frames over `max_image_pixels` are dropped in the
+subscription callback with a warning naming the limit while the node's resident memory
+stays flat (measured in /proc)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from ros_graph import require_ros
+
+require_ros()
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from ros_graph import Launch, Peer, camera_info_message, image_message, init_rclpy, rss_mib, stamp_key, wait_until  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from ovseg_msgs.msg import SegmentArray  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+IMAGE, INFO = "/restart/image_raw", "/restart/camera_info"
+OUT = "/ovseg_node/restart"
+LIMIT = 100_000  # pixels
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("restart")
+    params = folder / "params.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n    diagnostics_period: 0.5\n    max_image_pixels: {LIMIT}\n")
+    launch = Launch(["ovseg_ros", "ovseg.launch.py", "weights:=random", f"params_file:={params}", f"camera_topics:={IMAGE}"],
+                    folder / "launch.log")
+    try:
+        assert launch.wait_for_output("segmenting", timeout=300), launch.output
+        yield launch
+    finally:
+        launch.kill()
+
+
+@pytest.fixture(scope="module")
+def peer(launched):
+    init_rclpy()
+    node = Peer("ovseg_restart_peer")
+    yield node
+    node.close()
+
+
+def frame(height: int, width: int, sec: int, encoding: str) -> Image:
+    rgb = np.random.default_rng(sec).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = image_message(rgb, sec, "restart_optical")
+    if encoding == "bgr8":
+        msg.encoding, msg.data = "bgr8", rgb[..., ::-1].tobytes()
+    elif encoding == "mono8":
+        msg.encoding, msg.step, msg.data = "mono8", width, rgb[..., 0].tobytes()
+    return msg
+
+
+def segmented(peer, segments: list, height: int, width: int, first_sec: int, encoding: str) -> SegmentArray:
+    """Send frames until one comes back; its SegmentArray."""
+    sec = first_sec
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        peer.publisher(Image, IMAGE).publish(frame(height, width, sec, encoding))
+        peer.publisher(CameraInfo, INFO).publish(camera_info_message(height, width, sec, "restart_optical"))
+        if wait_until(lambda s=sec: any(stamp_key(m.header) == (s, 0) for m in segments), timeout=2.0):
+            return next(m for m in segments if stamp_key(m.header) == (sec, 0))
+        sec += 1
+    raise AssertionError(f"no output for {width}x{height} {encoding} frames")
+
+
+def test_camera_publisher_restarts_with_another_size_and_encoding(peer, launched):
+    segments = peer.record(SegmentArray, f"{OUT}/segments")
+    panoptic = peer.record(Image, f"{OUT}/panoptic")
+    assert peer.wait_for_subscribers(IMAGE, timeout=60)
+    first = segmented(peer, segments, 48, 64, 100, "rgb8")
+    assert next(m for m in panoptic if stamp_key(m.header) == stamp_key(first.header)).width == 64
+
+    peer.drop_publisher(Image, IMAGE)  # the driver goes away ...
+    assert wait_until(lambda: peer.node.count_publishers(IMAGE) == 0, timeout=10)
+    time.sleep(1.0)
+    for height, width, encoding, sec in ((60, 80, "bgr8", 200), (36, 52, "mono8", 300)):  # ... and comes back, changed
+        again = segmented(peer, segments, height, width, sec, encoding)
+        image = wait_until(lambda a=again: next((m for m in panoptic if stamp_key(m.header) == stamp_key(a.header)), None), timeout=5)
+        assert (image.height, image.width) == (height, width)
+        peer.drop_publisher(Image, IMAGE)
+        time.sleep(0.5)
+    assert launched.process.poll() is None
+
+
+def test_huge_frames_are_dropped_before_allocation_and_memory_stays_flat(peer, launched):
+    pid = launched.node_pid()
+    assert pid is not None
+    diagnostics = peer.record(DiagnosticArray, "/diagnostics")
+
+    def dropped() -> int:
+        for array in reversed(diagnostics):
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if "restart/dropped_bad_input" in values:
+                    return int(values["restart/dropped_bad_input"])
+        return -1
+
+    huge = frame(1500, 1500, 500, "rgb8")  # 2.25 M pixels, 6.75 MB: far over the limit
+    publisher = peer.publisher(Image, IMAGE)
+    assert peer.wait_for_subscribers(IMAGE, timeout=30)
+    for _ in range(3):  # warm-up: the transport's buffers for a message of this size
+        publisher.publish(huge)
+        time.sleep(0.3)
+    assert wait_until(lambda: dropped() >= 1, timeout=20), "the oversized frames did not reach the node"
+    before, counted = rss_mib(pid), dropped()
+    for _ in range(30):
+        publisher.publish(huge)
+        time.sleep(0.1)
+    assert wait_until(lambda: dropped() >= counted + 15, timeout=20), (counted, dropped())
+    growth = rss_mib(pid) - before
+    assert growth < 40, f"resident memory grew by {growth:.0f} MiB over 30 dropped frames of 6.75 MB"
+    assert f"exceeds max_image_pixels ({LIMIT})" in launched.output
+    segments = peer.record(SegmentArray, f"{OUT}/segments")
+    segmented(peer, segments, 48, 64, 600, "rgb8")  # still segmenting
