@@ -91,3 +91,24 @@ def test_missing_and_garbage_files(tmp_path, fresh_model):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(fresh_model, garbage)
+
+
+@pytest.mark.parametrize("tower, width, deeper", [("RN101", 32, True), ("RN50x16", 48, False), ("RN50x64", 64, False)])
+def test_fc_clip_zoo_towers_we_do_not_support_are_refused_by_name(tower, width, deeper):
+    """FC-CLIP's model zoo also has R101, R50x16 and R50x64 checkpoints: a clear refusal,
+    not 'not an EOV-Seg checkpoint' nor a list of missing keys."""
+    from ovseg_ros.checkpoint import detect_model
+
+    state = {
+        "sem_seg_head.predictor.class_embed.layers.0.weight": torch.zeros(1),
+        "backbone.clip_model.visual.conv1.weight": torch.zeros(width, 3, 3, 3),
+        "backbone.clip_model.visual.layer3.0.conv1.weight": torch.zeros(1),
+    }
+    if deeper:
+        state["backbone.clip_model.visual.layer3.10.conv1.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=f"FC-CLIP checkpoint with a CLIP {tower} image tower: not supported here"):
+        detect_model(state)
+    del state["backbone.clip_model.visual.conv1.weight"]
+    state["backbone.clip_model.visual.conv1.weight"] = torch.zeros(32, 3, 3, 3)
+    state.pop("backbone.clip_model.visual.layer3.10.conv1.weight", None)
+    assert detect_model(state) == ("fc_clip", "R50")

@@ -322,3 +322,33 @@ def test_diagnostics_summary(tiny_predictor, typestore):
     meter = diagnostics.RateMeter()
     meter.rates({"front": 0}, 0.0)
     assert meter.rates({"front": 20}, 2.0) == {"front": 10.0}
+
+
+def test_lifecycle_decides_what_may_change_when():
+    from ovseg_ros.node import lifecycle
+
+    assert lifecycle.parameter_refusal("unconfigured", ["min_size", "classes"]) is None
+    for state in ("inactive", "active"):
+        reason = lifecycle.parameter_refusal(state, ["min_size"])
+        assert "min_size is read at configure" in reason and state in reason
+    assert lifecycle.parameter_refusal("active", ["classes", "things"]) is None  # checked like the service
+    assert "inactive" in lifecycle.parameter_refusal("inactive", ["classes"])
+    assert "use_depth, min_size" not in lifecycle.parameter_refusal("active", ["use_depth", "min_size"])  # sorted names
+    assert lifecycle.vocabulary_refusal("active") is None
+    assert "'classes'" in lifecycle.vocabulary_refusal("unconfigured")
+    assert "inactive" in lifecycle.vocabulary_refusal("inactive")
+
+
+def test_oversized_messages_are_refused_from_their_header():
+    from types import SimpleNamespace
+
+    from ovseg_ros.node.frames import oversize
+
+    big = SimpleNamespace(height=20000, width=20000, data=b"")  # the header alone decides
+    assert "20000x20000 (400000000 pixels) exceeds max_image_pixels (50000000)" in oversize(big, 50_000_000)
+    assert oversize(SimpleNamespace(height=480, width=640, data=bytes(480 * 640 * 3)), 50_000_000) is None
+    assert "far more than" in oversize(SimpleNamespace(height=4, width=4, data=bytes(10**6)), 50_000_000)
+    compressed = SimpleNamespace(format="jpeg", data=bytes(4 * 10**6))
+    assert "compressed image of 4000000 bytes" in oversize(compressed, 1_000_000)
+    assert oversize(SimpleNamespace(format="jpeg", data=bytes(100)), 1_000_000) is None
+    assert oversize(object(), 10) is None  # not a message: decode says why

@@ -250,6 +250,16 @@ _STEMS = {
 _CLIP_NAMES = {"S": "RN50", "M": "RN50x4", "L": "ConvNeXt-L", "R50": "RN50", "toy": "toy-width"}
 
 
+def _clip_tower(ours: Mapping[str, torch.Tensor], deeper: bool) -> str:
+    """Which CLIP image tower a state dict (our names) has, from its stem ('' if none)."""
+    stem = ours.get("image_encoder.conv1.weight")
+    if stem is None or stem.dim() != 4:
+        return "ConvNeXt" if "image_encoder.trunk.stem.0.weight" in ours else ""
+    if deeper and stem.shape[0] == 32:
+        return "RN101"
+    return {32: "RN50", 40: "RN50x4", 48: "RN50x16", 64: "RN50x64"}.get(int(stem.shape[0]), f"ResNet ({stem.shape[0]}-channel stem)")
+
+
 def describe_model(family: str, variant: str) -> str:
     """'EOV-Seg S (RN50 CLIP)', 'FC-CLIP L (ConvNeXt-L CLIP)'."""
     from ovseg_ros.config import MODEL_NAMES
@@ -265,11 +275,19 @@ def detect_model(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
         family = families[0]
         keys = KEY_MAPS[family]
         ours = {keys.to_ours(name) or name: tensor for name, tensor in state_dict.items()}
+        deeper = any(name.startswith("image_encoder.layer3.10.") for name in ours)  # layer3: RN101 23 blocks, RN50 6, RN50x4 10
         for (stem, width), variants in _STEMS.items():
             tensor = ours.get(stem)
             variant = variants[0] if family == "eov_seg" else variants[1]
-            if variant is not None and tensor is not None and tensor.dim() == 4 and tensor.shape[0] == width:
+            if variant is not None and tensor is not None and tensor.dim() == 4 and tensor.shape[0] == width and not (deeper and width == 32):
                 return family, variant
+        tower = _clip_tower(ours, deeper)
+        if tower:
+            from ovseg_ros.config import MODEL_NAMES
+
+            supported = ", ".join(v for v in {"eov_seg": ("S", "M", "L"), "fc_clip": ("R50", "L")}[family])
+            raise CheckpointError(f"a {MODEL_NAMES[family]} checkpoint with a CLIP {tower} image tower: not supported here "
+                                  f"(supported variants: {supported})")
     sample = ", ".join(list(state_dict)[:3])
     raise CheckpointError(
         f"not an EOV-Seg checkpoint: its {len(state_dict)} tensors are neither EOV-Seg's nor FC-CLIP's (expected e.g. "
