@@ -91,9 +91,19 @@ def main() -> int:
             with lock:
                 arrivals.append((now, now - (msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)))
 
+        # one client for the whole run, as a real caller keeps it: a client created per call
+        # can miss its reply under Cyclone DDS (ros2/rmw_cyclonedds#74)
+        vocabulary_client = peer.node.create_client(SetVocabulary, "/ovseg_node/set_vocabulary")
+        assert vocabulary_client.wait_for_service(timeout_sec=60)
+
         def change_vocabulary(classes) -> None:
-            reply = peer.call(SetVocabulary, "/ovseg_node/set_vocabulary", SetVocabulary.Request(classes=classes, things=[]))
-            events["vocabulary" if reply.success else "vocabulary_refused"] += 1
+            done = threading.Event()
+            future = vocabulary_client.call_async(SetVocabulary.Request(classes=classes, things=[]))
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(60):
+                events["vocabulary_no_reply"] += 1
+            else:
+                events["vocabulary" if future.result().success else "vocabulary_refused"] += 1
 
         peer.node.create_subscription(SegmentArray, "/ovseg_node/soak/color/segments", on_segments, RELIABLE)
         images = peer.publisher(Image, "/soak/color/image_raw")
@@ -103,7 +113,8 @@ def main() -> int:
         start = time.time()
         end = start + 60 * args.minutes
         memory: list[tuple[float, float]] = [(0.0, rss_mib(pid))]
-        overlay, events = None, {"vocabulary": 0, "vocabulary_refused": 0, "overlay_toggles": 0, "bad_frames": 0}
+        overlay, events = None, {"vocabulary": 0, "vocabulary_refused": 0, "vocabulary_no_reply": 0, "overlay_toggles": 0,
+                                   "bad_frames": 0}
         next_frame, next_sample, frame = start, start + 10, 0
         rng = np.random.default_rng(0)
         while time.time() < end and launch.process.poll() is None:
@@ -169,9 +180,10 @@ def main() -> int:
     rows = [("duration", f"{figures['minutes']} min"), ("frames in", f"{args.rate} Hz, {args.size}"),
             ("segments out", f"{figures['output_rate_hz']} Hz ({outputs})")]
     rows += [(f"latency {k}", f"{v} ms") for k, v in figures["latency_ms"].items()]
+    vocabulary_row = f"{events['vocabulary']} ({events['vocabulary_refused']}, {events['vocabulary_no_reply']})"
     rss_row = f"{figures['rss_mib']['start']} / {figures['rss_mib']['after_warmup']} / {figures['rss_mib']['end']} MiB"
     rows += [("RSS start / after warm-up / end", rss_row), ("RSS growth", f"{figures['rss_growth_mib_per_hour']} MiB/h"),
-             ("vocabulary changes", str(events["vocabulary"])), ("overlay subscriber toggles", str(events["overlay_toggles"])),
+             ("vocabulary changes (refused, no reply)", vocabulary_row), ("overlay subscriber toggles", str(events["overlay_toggles"])),
              ("bad frames sent", str(events["bad_frames"])), ("alive at end / exit code", f"{alive} / {code}")]
     width_ = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -78,11 +78,31 @@ def _on_node_exit(event, context):
     return [EmitEvent(event=Shutdown(reason="ovseg_node exited"))]
 
 
-def _rviz_config(share, node_namespace, camera, frame):
+def _class_count(params_file, classes):
+    """How many classes the node starts with: the classes argument, else the params file's."""
+    if classes:
+        return len(classes)
+    try:
+        import yaml
+
+        with open(params_file) as f:
+            for section in (yaml.safe_load(f) or {}).values():
+                found = (section or {}).get("ros__parameters", {}).get("classes")
+                if found:
+                    return len(found)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 8  # the node's default vocabulary
+
+
+def _rviz_config(share, node_namespace, camera, frame, num_classes=8):
     """The shipped rviz config pointed at this launch's topics: it is written for the node
-    in the root namespace and a camera named 'camera', in a frame named 'camera'."""
+    in the root namespace and a camera named 'camera', in a frame named 'camera'. The
+    cloud's colour scale spans the vocabulary's class indices (fixed bounds: a class keeps
+    its colour whichever classes are in view)."""
     with open(os.path.join(share, "config", "ovseg.rviz")) as f:
         text = f.read()
+    text = text.replace("Max Intensity: 7", f"Max Intensity: {max(num_classes - 1, 1)}")
     prefix = "/" + "/".join(part for part in (node_namespace.strip("/"), "ovseg_node", camera) if part) + "/"
     text = text.replace("/ovseg_node/camera/", prefix)
     if frame:
@@ -138,7 +158,8 @@ def _setup(context):
     )
     actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
     if _true(value["use_rviz"]):
-        config = _rviz_config(share, value["namespace"], cameras[0], value["rviz_frame"])
+        num_classes = _class_count(params_file, overrides.get("classes"))
+        config = _rviz_config(share, value["namespace"], cameras[0], value["rviz_frame"], num_classes)
         actions.append(Node(package="rviz2", executable="rviz2", arguments=["-d", config], output="screen"))
     return actions
 

@@ -28,3 +28,15 @@ def test_displays_show_node_outputs():
     assert cloud["Color Transformer"] == "Intensity" and cloud["Channel Name"] in {f[0] for f in POINT_FIELDS}
     assert cloud["Channel Name"] == "class_index" and cloud["Use rainbow"] is True
     assert next(d for d in displays if d["Class"].endswith("Detection3DArray"))["Enabled"] is True
+
+
+def test_displays_rviz_enables_anyway_are_enabled_and_the_cloud_keeps_class_colours():
+    """Seen in the real rviz2: an Image display whose panel is docked is enabled at start
+    whatever the file says, so the file says so too; and with autocomputed intensity
+    bounds a class's colour changes with the classes in view, so the bounds are fixed
+    (the launch file sets the top to the vocabulary's last class index)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    assert all(d["Enabled"] and d["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image")
+    cloud = next(d for d in displays if d["Class"] == "rviz_default_plugins/PointCloud2")
+    assert cloud["Autocompute Intensity Bounds"] is False and cloud["Min Intensity"] == 0

@@ -72,11 +72,11 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 class Launch:
     """`ros2 launch <args>` in its own session; output captured to a file."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            ["ros2", "launch", *args], stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            ["ros2", "launch", *args], stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
 
     @property

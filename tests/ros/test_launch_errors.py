@@ -68,10 +68,13 @@ def test_rviz_config_follows_the_launch(tmp_path):
     spec = importlib.util.spec_from_file_location("ovseg_launch", f"{share}/launch/ovseg.launch.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = yaml.safe_load(open(module._rviz_config(share, "robot1", "front", "front_optical")))
+    config = yaml.safe_load(open(module._rviz_config(share, "robot1", "front", "front_optical", num_classes=5)))
     manager = config["Visualization Manager"]
     assert manager["Global Options"]["Fixed Frame"] == "front_optical"
     topics = {d["Name"]: d["Topic"]["Value"] for d in manager["Displays"]}
     assert topics["Points by class"] == "/robot1/ovseg_node/front/points"
     assert topics["3D boxes"] == "/robot1/ovseg_node/front/detections_3d"
     assert topics["Overlay"] == "/robot1/ovseg_node/front/overlay"
+    cloud = next(d for d in manager["Displays"] if d["Name"] == "Points by class")
+    assert cloud["Max Intensity"] == 4  # class indices 0..4 of a 5-class vocabulary
+    assert module._class_count(f"{share}/config/ovseg.yaml", None) == 8 and module._class_count("/nonexistent", ["a", "b"]) == 2
