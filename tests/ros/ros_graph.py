@@ -4,6 +4,7 @@ that publishes camera frames, records topics and calls services."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -115,6 +116,32 @@ class Launch:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._log.close()
+
+
+@contextlib.contextmanager
+def launched_node(folder: Path, parameters: list[str], args: list[str], ready: str = "segmenting", env: dict | None = None):
+    """`ros2 launch ovseg_ros ovseg.launch.py weights:=random` with a params file of these
+    node parameter lines (YAML, e.g. "min_size: 0") and launch arguments, once it has
+    logged `ready`; killed at the end if still running."""
+    params = folder / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n" + "".join(f"    {line}\n" for line in parameters))
+    launch = Launch(["ovseg_ros", "ovseg.launch.py", "weights:=random", f"params_file:={params}", *args], folder / "launch.log", env=env)
+    try:
+        assert launch.wait_for_output(ready, timeout=300), f"the node did not start:\n{launch.output[-3000:]}"
+        yield launch
+    finally:
+        launch.kill()
+
+
+@contextlib.contextmanager
+def peer_node(name: str):
+    """A Peer (rclpy initialised if needed), closed at the end."""
+    init_rclpy()
+    node = Peer(name)
+    try:
+        yield node
+    finally:
+        node.close()
 
 
 class Peer:

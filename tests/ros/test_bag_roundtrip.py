@@ -16,7 +16,7 @@ from ros_graph import require_ros
 
 require_ros()
 
-from ros_graph import LATCHED, RELIABLE, Peer, image_message, init_rclpy, wait_until  # noqa: E402
+from ros_graph import LATCHED, RELIABLE, image_message, peer_node, wait_until  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 
@@ -29,10 +29,8 @@ OVSEG = str(Path(sys.executable).parent / "ovseg")
 
 @pytest.fixture(scope="module")
 def peer():
-    init_rclpy()
-    node = Peer("ovseg_bag_test_peer")
-    yield node
-    node.close()
+    with peer_node("ovseg_bag_test_peer") as node:
+        yield node
 
 
 def test_record_segment_info_play(peer, tmp_path):

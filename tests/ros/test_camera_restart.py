@@ -15,7 +15,7 @@ from ros_graph import require_ros
 require_ros()
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from ros_graph import Launch, Peer, camera_info_message, image_message, init_rclpy, rss_mib, stamp_key, wait_until  # noqa: E402
+from ros_graph import RELIABLE, camera_info_message, image_message, launched_node, peer_node, rss_mib, stamp_key, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from ovseg_msgs.msg import SegmentArray  # noqa: E402
@@ -29,24 +29,17 @@ LIMIT = 100_000  # pixels
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("restart")
-    params = folder / "params.yaml"
-    params.write_text(f"/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n    diagnostics_period: 0.5\n    max_image_pixels: {LIMIT}\n")
-    launch = Launch(["ovseg_ros", "ovseg.launch.py", "weights:=random", f"params_file:={params}", f"camera_topics:={IMAGE}"],
-                    folder / "launch.log")
-    try:
-        assert launch.wait_for_output("segmenting", timeout=300), launch.output
+    # reliable (publishers too): megabyte frames over best effort lose fragments on a loaded
+    # machine, and the test must know that they reached the node
+    parameters = ["min_size: 0", "device: cpu", "diagnostics_period: 0.5", f"max_image_pixels: {LIMIT}", "qos_reliability: reliable"]
+    with launched_node(tmp_path_factory.mktemp("restart"), parameters, [f"camera_topics:={IMAGE}"]) as launch:
         yield launch
-    finally:
-        launch.kill()
 
 
 @pytest.fixture(scope="module")
 def peer(launched):
-    init_rclpy()
-    node = Peer("ovseg_restart_peer")
-    yield node
-    node.close()
+    with peer_node("ovseg_restart_peer") as node:
+        yield node
 
 
 def frame(height: int, width: int, sec: int, encoding: str) -> Image:
@@ -64,7 +57,7 @@ def segmented(peer, segments: list, height: int, width: int, first_sec: int, enc
     sec = first_sec
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        peer.publisher(Image, IMAGE).publish(frame(height, width, sec, encoding))
+        peer.publisher(Image, IMAGE, RELIABLE).publish(frame(height, width, sec, encoding))
         peer.publisher(CameraInfo, INFO).publish(camera_info_message(height, width, sec, "restart_optical"))
         if wait_until(lambda s=sec: any(stamp_key(m.header) == (s, 0) for m in segments), timeout=2.0):
             return next(m for m in segments if stamp_key(m.header) == (sec, 0))
@@ -105,7 +98,7 @@ def test_huge_frames_are_dropped_before_allocation_and_memory_stays_flat(peer, l
         return -1
 
     huge = frame(1500, 1500, 500, "rgb8")  # 2.25 M pixels, 6.75 MB: far over the limit
-    publisher = peer.publisher(Image, IMAGE)
+    publisher = peer.publisher(Image, IMAGE, RELIABLE)
     assert peer.wait_for_subscribers(IMAGE, timeout=30)
     for _ in range(3):  # warm-up: the transport's buffers for a message of this size
         publisher.publish(huge)
@@ -117,6 +110,7 @@ def test_huge_frames_are_dropped_before_allocation_and_memory_stays_flat(peer, l
         time.sleep(0.1)
     assert wait_until(lambda: dropped() >= counted + 15, timeout=20), (counted, dropped())
     growth = rss_mib(pid) - before
+    print(f"node RSS {before:.0f} MiB before, growth {growth:+.1f} MiB over 30 dropped 1500x1500 frames")
     assert growth < 40, f"resident memory grew by {growth:.0f} MiB over 30 dropped frames of 6.75 MB"
     assert f"exceeds max_image_pixels ({LIMIT})" in launched.output
     segments = peer.record(SegmentArray, f"{OUT}/segments")

@@ -23,7 +23,7 @@ from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from ros_graph import Launch, Peer, camera_info_message, image_message, init_rclpy, stamp_key, wait_until  # noqa: E402
+from ros_graph import camera_info_message, image_message, launched_node, peer_node, stamp_key, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from ovseg_msgs.msg import SegmentArray  # noqa: E402
@@ -38,30 +38,17 @@ OUT = f"{NODE}/managed"
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lifecycle")
-    params = folder / "params.yaml"
-    params.write_text(
-        "/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n    diagnostics_period: 0.3\n"
-        "    release_on_deactivate: true\n"
-        '    classes: ["person", "person"]\n'  # configure refuses this vocabulary
-    )
-    launch = Launch(
-        ["ovseg_ros", "ovseg.launch.py", "weights:=random", f"params_file:={params}", f"camera_topics:={IMAGE}", "autostart:=false"],
-        folder / "launch.log",
-    )
-    try:
-        assert launch.wait_for_output("waiting for a lifecycle manager", timeout=120), launch.output
+    parameters = ["min_size: 0", "device: cpu", "diagnostics_period: 0.3", "release_on_deactivate: true",
+                  'classes: ["person", "person"]']  # configure refuses this vocabulary
+    with launched_node(tmp_path_factory.mktemp("lifecycle"), parameters, [f"camera_topics:={IMAGE}", "autostart:=false"],
+                       ready="waiting for a lifecycle manager") as launch:
         yield launch
-    finally:
-        launch.kill()
 
 
 @pytest.fixture(scope="module")
 def peer(launched):
-    init_rclpy()
-    node = Peer("ovseg_lifecycle_peer")
-    yield node
-    node.close()
+    with peer_node("ovseg_lifecycle_peer") as node:
+        yield node
 
 
 def state(peer) -> str:

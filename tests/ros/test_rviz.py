@@ -26,7 +26,7 @@ from ros_graph import require_ros
 
 require_ros()
 
-from ros_graph import Launch, Peer, camera_info_message, image_message, init_rclpy, wait_until  # noqa: E402
+from ros_graph import camera_info_message, image_message, launched_node, peer_node, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from vision_msgs.msg import Detection3DArray  # noqa: E402
@@ -111,59 +111,17 @@ def test_rviz_shows_every_output_with_no_error(install, tmp_path):
     xvfb = subprocess.Popen(["Xvfb", env["DISPLAY"], "-screen", "0", "1400x900x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tf = None
-    params = tmp_path / "params.yaml"
-    # all things: every segment with depth gets a 3D box
-    params.write_text('/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n    classes: ["person", "box", "chair", "car"]\n    things: ["person", "box", "chair", "car"]\n')
-    launch = Launch(["ovseg_ros", "ovseg.launch.py", "weights:=random", f"params_file:={params}", "use_rviz:=true",
-                     f"rviz_frame:={FRAME}", "camera_topics:=/camera/color/image_raw", "depth_topics:=/camera/depth/image_raw"],
-                    tmp_path / "launch.log", env=env)
+    parameters = ["min_size: 0", "device: cpu", 'classes: ["person", "box", "chair", "car"]',
+                  'things: ["person", "box", "chair", "car"]']  # all things: every segment with depth gets a 3D box
+    args = ["use_rviz:=true", f"rviz_frame:={FRAME}", "camera_topics:=/camera/color/image_raw", "depth_topics:=/camera/depth/image_raw"]
     try:
         assert wait_until(lambda: Path(f"/tmp/.X11-unix/X{display}").exists(), timeout=30), "Xvfb did not start"
         tf = subprocess.Popen(["ros2", "run", "tf2_ros", "static_transform_publisher", "--frame-id", "camera_link",
                                "--child-frame-id", FRAME], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        assert launch.wait_for_output("segmenting", timeout=300), launch.output[-3000:]
-        init_rclpy()
-        peer = Peer("ovseg_rviz_peer")
-        try:
-            segments = peer.record(SegmentArray, "/ovseg_node/camera/color/segments")
-            boxes = peer.record(Detection3DArray, "/ovseg_node/camera/color/detections_3d")
-            started = time.monotonic()
-
-            def send() -> None:
-                now = time.time()
-                sec, nanosec = int(now), int(now % 1 * 1e9)
-                rgb, depth = scene(time.monotonic() - started)
-                peer.publisher(CameraInfo, "/camera/color/camera_info").publish(camera_info_message(HEIGHT, WIDTH, sec, FRAME, nanosec))
-                peer.publisher(Image, "/camera/depth/image_raw").publish(depth_message(depth, sec, nanosec))
-                peer.publisher(Image, "/camera/color/image_raw").publish(image_message(rgb, sec, FRAME, nanosec))
-
-            while time.monotonic() - started < 40 or len(segments) < 10:  # rviz has drawn many frames by then
-                assert time.monotonic() - started < 300, f"only {len(segments)} outputs"
-                assert launch.process.poll() is None, launch.output[-3000:]
-                send()
-                time.sleep(0.2)
-            # stand-in weights make a varying number of thing segments with depth: stop on a
-            # frame whose boxes are not empty, so that rviz keeps showing it (the last message)
-            def quiet() -> None:  # until the node has published what it had in flight
-                seen = -1
-                while seen != len(segments):
-                    seen = len(segments)
-                    time.sleep(2.0)
-
-            for _ in range(30):
-                quiet()
-                if boxes and boxes[-1].detections:
-                    break
-                send()
-            else:
-                pytest.fail("no frame with 3D boxes in 30 tries")
-            time.sleep(1.0)  # rviz draws the last messages (10-30 fps here)
-            shot = tmp_path / "screenshot.png"
-            subprocess.run(["import", "-window", "root", str(shot)], env=env, check=True, timeout=60)
-        finally:
-            peer.close()
+        with launched_node(tmp_path, parameters, args, env=env) as launch, peer_node("ovseg_rviz_peer") as peer:
+            shot = show_in_rviz(launch, peer, tmp_path, env)
+            code = launch.interrupt()
     finally:
-        code = launch.interrupt()
         if tf is not None:
             tf.terminate()
             tf.wait(10)
@@ -198,8 +156,49 @@ def test_rviz_shows_every_output_with_no_error(install, tmp_path):
     view = image[lines.min(): lines.max(), cols.min(): cols.max()]
     saturation = view.max(axis=2) - view.min(axis=2)
     assert (saturation > 80).sum() > 500, "no class-coloured cloud in the 3D view"
-    sent = [len(m.detections) for m in boxes[-5:]]
-    assert near(view, BOX_GREY, 20).sum() > 100, f"no 3D boxes in the 3D view (the last detections_3d held {sent} boxes)"
+    assert near(view, BOX_GREY, 20).sum() > 100, "no 3D boxes in the 3D view (the last detections_3d held some)"
     # the image panels (left of the 3D view, above the Displays panel): the overlay's colours
     left = image[: ys.min() - 40, : cols.min()]
     assert ((left.max(axis=2) - left.min(axis=2)) > 60).sum() > 1000, "the overlay is not drawn"
+
+
+def show_in_rviz(launch, peer, folder: Path, env: dict) -> Path:
+    """Feed the scene until rviz has drawn many frames and the last one has 3D boxes;
+    the screenshot's path."""
+    segments = peer.record(SegmentArray, "/ovseg_node/camera/color/segments")
+    boxes = peer.record(Detection3DArray, "/ovseg_node/camera/color/detections_3d")
+    started = time.monotonic()
+
+    def send() -> None:
+        now = time.time()
+        sec, nanosec = int(now), int(now % 1 * 1e9)
+        rgb, depth = scene(time.monotonic() - started)
+        peer.publisher(CameraInfo, "/camera/color/camera_info").publish(camera_info_message(HEIGHT, WIDTH, sec, FRAME, nanosec))
+        peer.publisher(Image, "/camera/depth/image_raw").publish(depth_message(depth, sec, nanosec))
+        peer.publisher(Image, "/camera/color/image_raw").publish(image_message(rgb, sec, FRAME, nanosec))
+
+    while time.monotonic() - started < 40 or len(segments) < 10:  # rviz has drawn many frames by then
+        assert time.monotonic() - started < 300, f"only {len(segments)} outputs"
+        assert launch.process.poll() is None, launch.output[-3000:]
+        send()
+        time.sleep(0.2)
+
+    # stand-in weights make a varying number of thing segments with depth: stop on a
+    # frame whose boxes are not empty, so that rviz keeps showing it (the last message)
+    def quiet() -> None:  # until the node has published what it had in flight
+        seen = -1
+        while seen != len(segments):
+            seen = len(segments)
+            time.sleep(2.0)
+
+    for _ in range(30):
+        quiet()
+        if boxes and boxes[-1].detections:
+            break
+        send()
+    else:
+        pytest.fail("no frame with 3D boxes in 30 tries")
+    time.sleep(1.0)  # rviz draws the last messages (10-30 fps here)
+    shot = folder / "screenshot.png"
+    subprocess.run(["import", "-window", "root", str(shot)], env=env, check=True, timeout=60)
+    return shot

@@ -22,7 +22,7 @@ require_ros()
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from ros_graph import RELIABLE, Launch, Peer, camera_info_message, image_message, init_rclpy, stamp_key, wait_until  # noqa: E402
+from ros_graph import RELIABLE, camera_info_message, image_message, launched_node, peer_node, stamp_key, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from ovseg_msgs.msg import SegmentArray  # noqa: E402
@@ -49,19 +49,13 @@ def depth_message(metres: float, sec: int, nanosec: int, frame_id: str) -> Image
 
 @pytest.fixture(scope="module")
 def peer():
-    init_rclpy()
-    node = Peer("ovseg_time_peer")
-    yield node
-    node.close()
+    with peer_node("ovseg_time_peer") as node:
+        yield node
 
 
-def launch_node(folder, name: str, extra: list[str]) -> Launch:
-    params = folder / "params.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n    diagnostics_period: 0.5\n")
-    launch = Launch(["ovseg_ros", "ovseg.launch.py", "weights:=random", f"params_file:={params}",
-                     f"camera_topics:=/{name}/color/image_raw", f"depth_topics:=/{name}/depth/image_raw", *extra], folder / "launch.log")
-    assert launch.wait_for_output("segmenting", timeout=300), launch.output
-    return launch
+def launch_node(folder, name: str, extra: list[str]):
+    return launched_node(folder, ["min_size: 0", "device: cpu", "diagnostics_period: 0.5"],
+                         [f"camera_topics:=/{name}/color/image_raw", f"depth_topics:=/{name}/depth/image_raw", *extra])
 
 
 def node_status(diagnostics: list) -> list[tuple[object, dict]]:
@@ -96,8 +90,7 @@ def record_bag(peer, folder) -> str:
 
 def test_bag_loop_keeps_stamps_and_matches_depth_after_each_jump(peer, tmp_path):
     bag = record_bag(peer, tmp_path)
-    launch = launch_node(tmp_path, "loop", [])
-    try:
+    with launch_node(tmp_path, "loop", []) as launch:
         segments = peer.record(SegmentArray, "/ovseg_node/loop/color/segments")
         diagnostics = peer.record(DiagnosticArray, "/diagnostics")
         play = subprocess.Popen(["ros2", "bag", "play", "--loop", bag], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -127,13 +120,15 @@ def test_bag_loop_keeps_stamps_and_matches_depth_after_each_jump(peer, tmp_path)
         for _, values in status[-6:]:  # rates over wall time: near the bag's 5 Hz, never negative or huge
             assert 0 <= float(values["loop/color/input_hz"]) <= 15 and 0 <= float(values["loop/color/output_hz"]) <= 15, values
         assert int(status[-1][1]["loop/color/frames_in_3d"]) > 0
-        assert launch.process.poll() is None
-    finally:
         assert launch.interrupt() == 0, launch.output[-3000:]
 
 
 def test_sim_time_runs_jumps_back_and_pauses(peer, tmp_path):
-    launch = launch_node(tmp_path, "sim", ["use_sim_time:=true"])
+    with launch_node(tmp_path, "sim", ["use_sim_time:=true"]) as launch:
+        run_on_sim_time(peer, launch)
+
+
+def run_on_sim_time(peer, launch) -> None:
     clock_pub = peer.publisher(Clock, "/clock", RELIABLE)
     sim = {"now": 1000.0, "running": True, "publishing": True}
     stop = threading.Event()
@@ -182,8 +177,7 @@ def test_sim_time_runs_jumps_back_and_pauses(peer, tmp_path):
         assert wait_until(lambda: len(node_status(diagnostics)) >= count + 3, timeout=10), "diagnostics stalled with /clock"
         for _, values in node_status(diagnostics)[-3:]:
             assert 0 <= float(values["sim/color/output_hz"]) <= 15
-        assert launch.process.poll() is None
     finally:
         stop.set()
         clock.join(2)
-        assert launch.interrupt() == 0, launch.output[-3000:]
+    assert launch.interrupt() == 0, launch.output[-3000:]
