@@ -81,6 +81,8 @@ EXPECTATIONS = (
            files=("bench_fp16.json",)),
     Expect(r"^ovseg check-gpu --json check_gpu\.json$", output=r"skipped: eov_seg S torch cuda fp32: no CUDA GPU",
            files=("check_gpu.json",), timeout=1800),
+    Expect(r"^\. tools/ros_env\.sh && \.venv/bin/python benchmarks/soak_node\.py --minutes 30",
+           not_run="a 30-minute soak of the live node; run by hand, its figures are in the README"),
     Expect(r"^python:", output=""),  # the README's Python example (run with the sample image as img.jpg)
 )
 
