@@ -83,6 +83,8 @@ EXPECTATIONS = (
            files=("check_gpu.json",), timeout=1800),
     Expect(r"^\. tools/ros_env\.sh && \.venv/bin/python benchmarks/soak_node\.py --minutes 30",
            not_run="a 30-minute soak of the live node; run by hand, its figures are in the README"),
+    Expect(r"^\.venv/bin/python benchmarks/bench_tracking\.py --json bench_tracking\.json$", output=r"tracker cost per frame",
+           files=("bench_tracking.json",)),
     Expect(r"^python:", output=""),  # the README's Python example (run with the sample image as img.jpg)
 )
 

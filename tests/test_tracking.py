@@ -1,0 +1,114 @@
+"""SegmentTracker: identities across frames (ROS-free), on hand-made frames for each rule
+and on the generated sequences (tests/tracking_scenes.py, seeds 100-104: not those the
+tracker was tuned on, nor the benchmark's) scored with TrackEval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ovseg_ros.predictor import Prediction, Segment
+from ovseg_ros.tracking import SegmentTracker, TrackerConfig
+from tracking_scenes import make_sequence, score, track
+
+
+def frame(objects, version: int = 1, shape=(120, 160)) -> Prediction:
+    """objects: (x, y, w, h, label, is_thing, score) boxes, drawn in order."""
+    panoptic = np.zeros(shape, np.int32)
+    segments = []
+    for i, (x, y, w, h, label, is_thing, score_) in enumerate(objects, 1):
+        panoptic[max(y, 0): y + h, max(x, 0): x + w] = i
+        segments.append(Segment(i, 0, label, is_thing, score_, w * h, (max(x, 0), max(y, 0), w, h), (x + w / 2, y + h / 2)))
+    return Prediction(panoptic, np.zeros(shape, np.int32), segments, vocabulary_version=version)
+
+
+def box(x, y, label="box", score_=0.9, w=20, h=20):
+    return (x, y, w, h, label, True, score_)
+
+
+def test_ids_come_once_confirmed_and_stay_in_segment_order():
+    tracker = SegmentTracker(TrackerConfig(min_hits=3))
+    seen = [tracker.update(frame([box(10 + 2 * t, 10), box(100 - 2 * t, 60, "person")]), t / 10) for t in range(6)]
+    assert seen[0] == [0, 0] and seen[1] == [0, 0], "not confirmed before min_hits"
+    assert seen[2][0] > 0 and seen[2][1] > 0 and seen[2][0] != seen[2][1]
+    assert all(s == seen[2] for s in seen[3:])
+    flipped = frame([box(100 - 12, 60, "person"), box(10 + 12, 10)])  # same objects, segments listed the other way
+    assert tracker.update(flipped, 0.6) == seen[2][::-1]
+
+
+def test_stuff_keeps_one_id_while_in_view():
+    tracker = SegmentTracker()
+    floor = (0, 90, 160, 30, "floor", False, 0.9)
+    ids = [tracker.update(frame([floor, box(10, 10)]), t / 10)[0] for t in range(5)]
+    assert ids[0] > 0 and len(set(ids)) == 1
+    tracker.update(frame([box(10, 10)]), 1.0)
+    assert tracker.update(frame([floor]), 1.2)[0] == ids[0]  # away 0.8 s: still it
+    assert tracker.update(frame([floor]), 4.0)[0] != ids[0]  # away longer than max_lost_seconds: a new one
+
+
+def test_short_occlusions_and_dropped_frames_keep_the_id_long_ones_do_not():
+    tracker = SegmentTracker(TrackerConfig(max_lost_seconds=1.0))
+    for t in range(5):
+        ident = tracker.update(frame([box(10 + 5 * t, 40)]), t / 10)[0]
+    # hidden 0.6 s while it moves on at 50 px/s: found again where the motion prior puts it
+    assert tracker.update(frame([box(10 + 5 * 10, 40)]), 1.0)[0] == ident
+    # frames dropped: 0.4 s, 20 px, in one step
+    assert tracker.update(frame([box(10 + 5 * 14, 40)]), 1.4)[0] == ident
+    # hidden 2 s: gone, the object comes back with a new id once confirmed again
+    later = [tracker.update(frame([box(10, 40)]), 3.4 + t / 10)[0] for t in range(4)]
+    assert later[-1] not in (0, ident)
+
+
+def test_vocabulary_change_keeps_ids_of_classes_that_survive():
+    tracker = SegmentTracker()
+    objects = [box(10, 10, "person"), box(80, 50, "pallet")]
+    for t in range(4):
+        before = tracker.update(frame(objects, version=1), t / 10)
+    after = tracker.update(frame([box(10, 10, "person"), box(80, 50, "crate")], version=2), 0.4)
+    assert after[0] == before[0], "a class that survives the change keeps its ids"
+    assert after[1] != before[1], "after a change a new class does not inherit another class's id"
+    flip = tracker.update(frame([box(10, 10, "person"), box(80, 50, "box")], version=2), 0.5)
+    assert flip[0] == before[0]
+
+
+def test_label_flip_within_a_vocabulary_keeps_the_id():
+    tracker = SegmentTracker()
+    for t in range(4):
+        ident = tracker.update(frame([box(30, 30, "pallet")]), t / 10)[0]
+    assert tracker.update(frame([box(31, 30, "box")]), 0.4)[0] == ident
+
+
+def test_time_going_back_starts_afresh():
+    tracker = SegmentTracker()
+    for t in range(4):
+        ident = tracker.update(frame([box(30, 30)]), 10 + t / 10)[0]
+    assert tracker.update(frame([box(30, 30)]), 0.0)[0] == 0  # a bag loop: new, unconfirmed
+    assert ident > 0
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError):
+        TrackerConfig(low_score=0.6, high_score=0.5)
+    with pytest.raises(ValueError):
+        TrackerConfig(min_hits=0)
+
+
+def metrics(**options):
+    rows = [score(s, track(s, SegmentTracker())) for s in (make_sequence(seed, **options) for seed in range(100, 105))]
+    return {
+        "IDF1": float(np.mean([r["IDF1"] for r in rows])),
+        "HOTA": float(np.mean([r["HOTA"] for r in rows])),
+        "IDSW_per_track": sum(r["IDSW"] for r in rows) / sum(r["tracks"] for r in rows),
+    }
+
+
+@pytest.mark.parametrize("options, idf1, hota, switches", [
+    # floors of today's tracker (measured: 0.983 / 0.967 / 0.25; 0.843 / 0.713 / 0.70; 0.588 / 0.530 / 1.6);
+    # issue 18 asks IDF1 >= 0.9 and < 0.1 switches per track on the noisy sequences: not met yet
+    ({"noise": False}, 0.95, 0.93, 0.35),
+    ({"noise": True}, 0.80, 0.66, 0.90),
+    ({"noise": True, "max_hidden": 2.5}, 0.52, 0.48, 2.0),
+], ids=["clean", "noisy", "noisy-long-occlusions"])
+def test_generated_sequences_meet_their_floors(options, idf1, hota, switches):
+    got = metrics(**options)
+    assert got["IDF1"] >= idf1 and got["HOTA"] >= hota and got["IDSW_per_track"] <= switches, got
