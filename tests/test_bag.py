@@ -68,7 +68,7 @@ def test_bag_round_trip(input_bag, tmp_path, typestore, capsys):
         assert set(np.unique(ids).tolist()) - {0} <= set(listed)
         for s in seg.segments:
             assert s.area == int((ids == s.id).sum())
-        assert {d.id for d in det.detections} == {str(s.id) for s in seg.segments if s.is_thing and s.area}
+        assert [d.id for d in det.detections] == [str(s.track_id) if s.track_id else "" for s in seg.segments if s.is_thing and s.area]
 
 
 def test_bag_refuses_unknown_topic_and_existing_output(input_bag, tmp_path, capsys):
@@ -125,7 +125,7 @@ def test_bag_with_depth_writes_segments_in_3d(rgbd_bag, tmp_path, typestore, cap
     for seg, det, cloud in zip(topics[f"{base}/segments"], topics[f"{base}/detections_3d"], topics[f"{base}/points"]):
         measured = [s for s in seg.segments if s.depth_points > 0]
         assert measured and all(abs(s.center_3d.z - 1.5) < 1e-3 for s in measured)
-        assert {d.id for d in det.detections} == {str(s.id) for s in measured if s.is_thing}
+        assert {d.id for d in det.detections} == {str(s.track_id) if s.track_id else "" for s in measured if s.is_thing}
         assert cloud.width == 24 * 32 and cloud.header == seg.header  # decimation 2
     assert len(topics[f"{base}/camera_info"]) == 2
 

@@ -147,3 +147,17 @@ def test_service_definitions_build_and_serialise():
     Reply = store.types["ovseg_msgs/msg/SetVocabulary_Response"]
     rep = Reply(success=False, message="refused", vocabulary_version=3)
     assert store.deserialize_cdr(store.serialize_cdr(rep, Reply.__msgtype__), Reply.__msgtype__).vocabulary_version == 3
+
+
+def test_track_ids_in_segments_and_detections(typestore, prediction, geometry):
+    """With tracking, Segment.track_id carries the identity and detections use it as
+    their id ("" while unconfirmed: vision_msgs allows an empty id)."""
+    factory = messages.RosbagsFactory(typestore)
+    header = make_header(typestore)
+    tracks = [7, 0] + [0] * (len(prediction.segments) - 2)
+    segments = round_trip(typestore, messages.segment_array(factory, header, prediction, geometry, tracks)).segments
+    assert [s.track_id for s in segments] == tracks
+    assert round_trip(typestore, messages.segment_array(factory, header, prediction)).segments[0].track_id == 0
+    assert round_trip(typestore, messages.detection_array(factory, header, prediction, tracks)).detections[0].id == "7"
+    assert round_trip(typestore, messages.detection3d_array(factory, header, prediction, geometry, tracks)).detections[0].id == "7"
+    assert round_trip(typestore, messages.detection_array(factory, header, prediction, [0] * len(tracks))).detections[0].id == ""

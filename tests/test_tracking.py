@@ -112,3 +112,13 @@ def metrics(**options):
 def test_generated_sequences_meet_their_floors(options, idf1, hota, switches):
     got = metrics(**options)
     assert got["IDF1"] >= idf1 and got["HOTA"] >= hota and got["IDSW_per_track"] <= switches, got
+
+
+def test_overlay_colours_follow_the_track_not_the_segment_number():
+    from ovseg_ros.visualize import segment_palette
+
+    a = [Segment(1, 0, "box", True, 0.9, 10, (0, 0, 2, 5), (1, 2)), Segment(2, 0, "box", True, 0.9, 10, (4, 0, 2, 5), (5, 2))]
+    b = [Segment(1, 0, "box", True, 0.9, 10, (4, 0, 2, 5), (5, 2)), Segment(2, 0, "box", True, 0.9, 10, (0, 0, 2, 5), (1, 2))]
+    first, second = segment_palette(a, 1, track_ids=[5, 9]), segment_palette(b, 1, track_ids=[9, 5])
+    assert (first[1] == second[2]).all() and (first[2] == second[1]).all()  # renumbered segments, same colours
+    assert not (first[1] == first[2]).all()

@@ -22,6 +22,7 @@ from ovseg_ros.node.cameras import camera_names, sibling_topic
 from ovseg_ros.node.frames import Frame
 from ovseg_ros.node.params import NodeParameters, QosSpec
 from ovseg_ros.node.pipeline import FramePipeline
+from ovseg_ros.tracking import TrackerConfig
 from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor
 
@@ -123,6 +124,7 @@ def process_bag(
     mask_margin: int = 3,
     points_decimation: int = 2,
     depth_noise: DepthNoise = DepthNoise(),
+    tracking: TrackerConfig | None = TrackerConfig(),
 ) -> BagReport:
     from rosbags.rosbag2 import Reader, Writer
 
@@ -133,7 +135,8 @@ def process_bag(
     factory = messages.RosbagsFactory(typestore)
     check_bag_inputs(bag_in, bag_out, topics, depth_topics, info_topics)
     pipeline = FramePipeline(predictor, factory, warn=log.warning, with_detections=has_vision,
-                             mask_margin=mask_margin, points_decimation=points_decimation, depth_noise=depth_noise)
+                             mask_margin=mask_margin, points_decimation=points_decimation, depth_noise=depth_noise,
+                             tracking=tracking)
     info_topics = camera_info_topics(topics, depth_topics, info_topics)
     cameras = dict(zip(topics, camera_names(topics)))
     side_inputs = SideInputs(cameras.values(), slop, size=64, depth=bool(depth_topics))

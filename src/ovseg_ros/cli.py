@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--camera-info-topic", action="append", default=[],
                      help="camera_info of the --topic of the same position (default: the one beside the image topic)")
     bag.add_argument("--points", action="store_true", help="with depth, also write the labelled point clouds")
+    bag.add_argument("--no-tracking", action="store_true", help="no track ids (Segment.track_id 0, detection id = segment id)")
     bag.add_argument("--sync-slop", type=float, default=0.02, help="seconds a depth/camera_info stamp may differ from its image's")
     bag.add_argument("--depth-noise", default="realsense_d415",
                      help="the depth camera's noise: realsense_d415, realsense_d435, realsense_d455 or "
@@ -270,6 +271,7 @@ def run_bag(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ovseg_ros.bag import check_bag_inputs, process_bag
+    from ovseg_ros.tracking import TrackerConfig
 
     if args.points and not args.depth_topic:
         raise UsageError("--points needs --depth-topic")
@@ -286,7 +288,7 @@ def run_bag(args: argparse.Namespace) -> int:
             predictor, args.bag_in, args.out, args.topic, node_name=args.node_name, overlay=args.overlay,
             copy_input=not args.no_copy_input, vision_msgs_dir=args.vision_msgs, progress=bar.update,
             depth_topics=args.depth_topic, info_topics=args.camera_info_topic, points=args.points, slop=args.sync_slop,
-            depth_noise=noise,
+            depth_noise=noise, tracking=None if args.no_tracking else TrackerConfig(),
         )
     in_3d = f", {report.frames_in_3d} in 3D" if args.depth_topic else ""
     print(f"{report.frames_out}/{report.frames_in} frames segmented ({report.dropped} dropped{in_3d}) -> {args.out}")

@@ -113,14 +113,25 @@ def semantic_image(factory: MessageFactory, header, prediction: Prediction) -> A
     return image(factory, header, labels, "mono16")
 
 
-def segment_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry | None = None) -> Any:
-    """All segments; with `geometry` (indexed by segment id - 1), their 3D boxes too."""
+def segment_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry | None = None,
+                  track_ids: Sequence[int] | None = None) -> Any:
+    """All segments; with `geometry` (indexed by segment id - 1), their 3D boxes too; with
+    `track_ids` (one per segment, in order), their identities across frames."""
+    tracks = track_ids if track_ids is not None else [0] * len(prediction.segments)
     return factory.new(
         "ovseg_msgs/msg/SegmentArray",
         header=header,
         vocabulary_version=prediction.vocabulary_version,
-        segments=[_segment(factory, s, geometry) for s in prediction.segments],
+        segments=[_segment(factory, s, geometry, t) for s, t in zip(prediction.segments, tracks)],
     )
+
+
+def detection_ids(prediction: Prediction, track_ids: Sequence[int] | None) -> list[str]:
+    """Detection ids per segment: the track id ("" while unconfirmed) with tracking, else
+    the segment id (vision_msgs: the same object keeps its id across messages)."""
+    if track_ids is None:
+        return [str(s.id) for s in prediction.segments]
+    return [str(t) if t else "" for t in track_ids]
 
 
 def _box_fields(geometry: SegmentGeometry | None, segment_id: int) -> tuple[list[float], list[float], int]:
@@ -130,12 +141,13 @@ def _box_fields(geometry: SegmentGeometry | None, segment_id: int) -> tuple[list
     return geometry.center[i].tolist(), geometry.size[i].tolist(), int(geometry.points[i])
 
 
-def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | None = None) -> Any:
+def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | None = None, track_id: int = 0) -> Any:
     x, y, w, h = s.bbox
     center, size, points = _box_fields(geometry, s.id)
     return factory.new(
         "ovseg_msgs/msg/Segment",
         id=s.id,
+        track_id=int(track_id),
         class_index=s.category,
         label=s.label,
         is_thing=s.is_thing,
@@ -149,10 +161,11 @@ def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | No
     )
 
 
-def detection_array(factory: MessageFactory, header, prediction: Prediction) -> Any:
-    """vision_msgs/Detection2DArray of the thing segments: id = segment id,
-    hypothesis class_id = label, bbox centre and size in pixels."""
-    detections = [_detection(factory, header, s) for s in prediction.segments if s.is_thing and s.area > 0]
+def detection_array(factory: MessageFactory, header, prediction: Prediction, track_ids: Sequence[int] | None = None) -> Any:
+    """vision_msgs/Detection2DArray of the thing segments: id = track id with tracking
+    (detection_ids), hypothesis class_id = label, bbox centre and size in pixels."""
+    ids = detection_ids(prediction, track_ids)
+    detections = [_detection(factory, header, s, i) for s, i in zip(prediction.segments, ids) if s.is_thing and s.area > 0]
     return factory.new("vision_msgs/msg/Detection2DArray", header=header, detections=detections)
 
 
@@ -174,7 +187,7 @@ def _hypothesis(factory: MessageFactory, s: Segment, position: Sequence[float] =
     )
 
 
-def _detection(factory: MessageFactory, header, s: Segment) -> Any:
+def _detection(factory: MessageFactory, header, s: Segment, detection_id: str) -> Any:
     x, y, w, h = s.bbox
     hypothesis = _hypothesis(factory, s)
     center = factory.new(
@@ -187,15 +200,16 @@ def _detection(factory: MessageFactory, header, s: Segment) -> Any:
         header=header,
         results=[hypothesis],
         bbox=factory.new("vision_msgs/msg/BoundingBox2D", center=center, size_x=float(w), size_y=float(h)),
-        id=str(s.id),
+        id=detection_id,
     )
 
 
-def detection3d_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry) -> Any:
+def detection3d_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry,
+                      track_ids: Sequence[int] | None = None) -> Any:
     """vision_msgs/Detection3DArray of the thing segments with valid depth: id and class
     as in 2D, bbox = the segment's axis-aligned 3D box in the camera's optical frame."""
     detections = []
-    for s in prediction.segments:
+    for s, detection_id in zip(prediction.segments, detection_ids(prediction, track_ids)):
         center, size, points = _box_fields(geometry, s.id)
         if not s.is_thing or points == 0:
             continue
@@ -205,7 +219,7 @@ def detection3d_array(factory: MessageFactory, header, prediction: Prediction, g
             size=factory.new("geometry_msgs/msg/Vector3", x=size[0], y=size[1], z=size[2]),
         )
         detections.append(
-            factory.new("vision_msgs/msg/Detection3D", header=header, results=[_hypothesis(factory, s, center)], bbox=bbox, id=str(s.id))
+            factory.new("vision_msgs/msg/Detection3D", header=header, results=[_hypothesis(factory, s, center)], bbox=bbox, id=detection_id)
         )
     return factory.new("vision_msgs/msg/Detection3DArray", header=header, detections=detections)
 

@@ -15,16 +15,18 @@ def class_colors(num_classes: int) -> np.ndarray:
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
 
 
-def segment_palette(segments: Sequence, num_classes: int) -> np.ndarray:
+def segment_palette(segments: Sequence, num_classes: int, track_ids: Sequence[int] | None = None) -> np.ndarray:
     """[N+1, 3] colour per segment id (0 = black). Instances of a thing class get
-    shades of their class colour so neighbours stay apart."""
+    shades of their class colour so neighbours stay apart: by track id when there are
+    track ids (an object keeps its shade from frame to frame), else by segment id."""
     palette = np.zeros((len(segments) + 1, 3), dtype=np.uint8)
     if not segments:
         return palette
     colors = class_colors(max(num_classes, 1)).astype(np.int16)
     ids = np.array([s.id for s in segments])
     categories = np.array([s.category for s in segments])
-    shade = np.array([((s.id * 37) % 61 - 30) if s.is_thing else 0 for s in segments], dtype=np.int16)
+    keys = [s.id for s in segments] if track_ids is None else list(track_ids)
+    shade = np.array([((k * 37) % 61 - 30) if s.is_thing else 0 for s, k in zip(segments, keys)], dtype=np.int16)
     palette[ids] = np.clip(colors[categories] + shade[:, None], 0, 255).astype(np.uint8)
     return palette
 
@@ -37,19 +39,22 @@ def boundaries(panoptic: np.ndarray) -> np.ndarray:
     return edge
 
 
-def render_overlay(image: np.ndarray, panoptic: np.ndarray, segments: Sequence, num_classes: int, alpha: float = 0.55, labels: bool = True) -> np.ndarray:
-    """RGB image with segments tinted, outlined, and labelled at their centroids."""
-    palette = segment_palette(segments, num_classes)
+def render_overlay(image: np.ndarray, panoptic: np.ndarray, segments: Sequence, num_classes: int, alpha: float = 0.55,
+                   labels: bool = True, track_ids: Sequence[int] | None = None) -> np.ndarray:
+    """RGB image with segments tinted, outlined, and labelled at their centroids (with
+    `track_ids`: shaded by identity and labelled "label #id")."""
+    palette = segment_palette(segments, num_classes, track_ids)
     color = palette[np.clip(panoptic, 0, len(palette) - 1)]
     covered = (panoptic > 0)[..., None]
     out = np.where(covered, (image * (1 - alpha) + color * alpha), image).astype(np.uint8)
     out[boundaries(panoptic)] = 255
     if labels:
         scale = max(0.35, min(image.shape[:2]) / 900)
-        for s in segments:  # text only; pixels are handled above in one pass
+        tracks = track_ids if track_ids is not None else [0] * len(segments)
+        for s, track_id in zip(segments, tracks):  # text only; pixels are handled above in one pass
             if s.area == 0:
                 continue
-            text = f"{s.label} {s.score:.2f}"
+            text = f"{s.label} #{track_id}" if track_id and s.is_thing else f"{s.label} {s.score:.2f}"
             x, y = int(s.centroid[0]), int(s.centroid[1])
             cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

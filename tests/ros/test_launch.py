@@ -121,7 +121,7 @@ class TestSegmentsIn3D(unittest.TestCase):
             self.assertLessEqual(s.center_3d.z, WALL_MM / 1000 + 1e-3)
         boxes = [m for m in received["boxes"] if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp]
         self.assertEqual(len(boxes), 1)
-        self.assertEqual({d.id for d in boxes[0].detections}, {str(s.id) for s in measured if s.is_thing})
+        self.assertEqual({d.id for d in boxes[0].detections}, {str(s.track_id) if s.track_id else "" for s in measured if s.is_thing})
 
 
 @launch_testing.post_shutdown_test()

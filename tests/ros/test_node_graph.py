@@ -199,11 +199,11 @@ def test_outputs_carry_the_frame_and_agree(peer, outputs, camera):
         assert (s.bbox.x_offset, s.bbox.y_offset, s.bbox.width, s.bbox.height) == (
             xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1,
         )
-    detections = {int(d.id): d for d in got["detections"].detections}
-    assert set(detections) == {int(s.id) for s in segments if s.is_thing}
-    for s in segments:
-        if s.is_thing:
-            assert detections[int(s.id)].results[0].hypothesis.class_id == s.label
+    # one detection per thing, in segment order; its id is the segment's track id ("" until confirmed)
+    things = [s for s in segments if s.is_thing]
+    detections = got["detections"].detections
+    assert [d.id for d in detections] == [str(s.track_id) if s.track_id else "" for s in things]
+    assert [d.results[0].hypothesis.class_id for d in detections] == [s.label for s in things]
     semantic = mono16(got["semantic"])
     vocabulary = peer.call(GetVocabulary, f"{NODE}/get_vocabulary", GetVocabulary.Request())
     assert set(np.unique(semantic).tolist()) <= set(range(len(vocabulary.classes))) | {65535}

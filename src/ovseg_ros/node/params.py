@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ovseg_ros.config import DEFAULT_CLASSES
 from ovseg_ros.depth import DepthNoise
+from ovseg_ros.tracking import TrackerConfig
 
 
 class ParameterError(ValueError):
@@ -91,6 +92,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "max_image_pixels", 50_000_000, "larger camera or depth frames are dropped with a warning before any of their "
         "pixels are copied", minimum=1, maximum=1_000_000_000,
     ),
+    ParameterSpec("tracking", True, "give segments identities across frames (Segment.track_id, detection ids, overlay)"),
+    ParameterSpec("track_min_hits", 3, "frames a thing is seen in before it gets a track id", minimum=1, maximum=30),
+    ParameterSpec("track_max_lost", 1.5, "seconds a track survives unseen (occlusions, dropped frames)", minimum=0.0, maximum=60.0),
+    ParameterSpec("track_high_score", 0.5, "segments at or above this score are associated first and start tracks",
+                  minimum=0.0, maximum=1.0),
+    ParameterSpec("track_low_score", 0.1, "segments below this score are not associated", minimum=0.0, maximum=1.0),
     ParameterSpec("autostart", True, "configure and activate at start; false: a lifecycle manager or "
                   "`ros2 lifecycle set` drives the node"),
     ParameterSpec("release_on_deactivate", False, "deactivate frees the model (and its GPU memory); activate loads "
@@ -142,6 +149,11 @@ class NodeParameters:
     max_frame_age: float = 0.0
     diagnostics_period: float = 1.0
     max_image_pixels: int = 50_000_000
+    tracking: bool = True
+    track_min_hits: int = 3
+    track_max_lost: float = 1.5
+    track_high_score: float = 0.5
+    track_low_score: float = 0.1
     autostart: bool = True
     release_on_deactivate: bool = False
 
@@ -175,6 +187,8 @@ class NodeParameters:
             raise ParameterError(f"camera name(s) {bad} are not valid topic names (letters, digits, '_', '/' between parts)")
         if len(set(cameras)) != len(cameras):
             raise ParameterError("cameras lists a name twice")
+        if checked["track_low_score"] > checked["track_high_score"]:
+            raise ParameterError(f"track_low_score {checked['track_low_score']} is above track_high_score {checked['track_high_score']}")
         noise = checked["depth_noise"]
         if len(noise) not in (1, len(cameras)):
             raise ParameterError(f"depth_noise has {len(noise)} entries: give one for all cameras or one per camera ({len(cameras)})")
@@ -190,6 +204,14 @@ class NodeParameters:
         """Each camera's depth noise model (one entry applies to all)."""
         models = [DepthNoise.parse(entry) for entry in self.depth_noise]
         return {camera: models[0 if len(models) == 1 else i] for i, camera in enumerate(self.cameras)}
+
+    @property
+    def tracker_config(self) -> TrackerConfig | None:
+        """The tracker's settings, None with tracking off."""
+        if not self.tracking:
+            return None
+        return TrackerConfig(high_score=self.track_high_score, low_score=self.track_low_score, min_hits=self.track_min_hits,
+                             max_lost_seconds=self.track_max_lost)
 
     @property
     def camera_qos(self) -> QosSpec:

@@ -1,5 +1,5 @@
 """One worker step: camera messages -> decode -> predict (preprocess, engine,
-postprocess) -> [segments in 3D from the aligned depth] -> output messages, with
+postprocess) -> track -> [segments in 3D from the aligned depth] -> output messages, with
 per-stage timing. Shared by the ROS node and the offline bag tool. A frame that fails to
 decode is dropped with a (throttled) warning; the others go on. Depth that cannot be
 used (missing, mismatched, no camera_info) is warned about the same way and the frame's
@@ -17,9 +17,10 @@ from ovseg_ros.decode import MAX_PIXELS, decode
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, decode_depth, point_cloud
 from ovseg_ros.segments_3d import SegmentGeometry, SegmentMeasurer
 from ovseg_ros.node.frames import Frame
-from ovseg_ros.node.sync import SideInputs
+from ovseg_ros.node.sync import SideInputs, stamp_seconds
 from ovseg_ros.predictor import Predictor, StageTimes
 from ovseg_ros.preprocess import ImageError
+from ovseg_ros.tracking import SegmentTracker, TrackerConfig
 from ovseg_ros.visualize import render_overlay
 
 STAGES = ("decode", "preprocess", "engine", "postprocess", "messages")
@@ -97,7 +98,9 @@ class FramePipeline:
         points_decimation: int = 2,
         depth_noise: Mapping[str, DepthNoise] | DepthNoise = DepthNoise(),
         max_pixels: int = MAX_PIXELS,
+        tracking: TrackerConfig | None = None,
     ) -> None:
+        """tracking: the tracker's settings (one tracker per camera), None: no tracking."""
         self.predictor = predictor
         self.factory = factory
         self.with_detections = with_detections
@@ -107,6 +110,8 @@ class FramePipeline:
         self.mask_margin, self.points_decimation = mask_margin, points_decimation
         self.depth_noise = depth_noise  # per camera, or one model for all
         self.max_pixels = max_pixels
+        self.tracking = tracking
+        self._trackers: dict[str, SegmentTracker] = {}
         self._measurers: dict[str, SegmentMeasurer] = {}  # per camera: each keeps buffers of its image size
 
     def process(
@@ -142,6 +147,7 @@ class FramePipeline:
         outputs, depth_seconds = [], 0.0
         for frame, image, prediction in zip(accepted, images, predictions):
             header = frame.message.header
+            track_ids = self._track(frame.camera, header, prediction)
             info = side_inputs.camera_info_for(frame.camera, header) if side_inputs is not None else None
             geometry, cloud = None, None
             if side_inputs is not None and side_inputs.depth:
@@ -152,13 +158,13 @@ class FramePipeline:
                 camera=frame.camera,
                 panoptic=messages.panoptic_image(self.factory, header, prediction),
                 semantic=messages.semantic_image(self.factory, header, prediction),
-                segments=messages.segment_array(self.factory, header, prediction, geometry),
+                segments=messages.segment_array(self.factory, header, prediction, geometry, track_ids),
                 vocabulary_version=prediction.vocabulary_version,
             )
             if self.with_detections:
-                output.detections = messages.detection_array(self.factory, header, prediction)
+                output.detections = messages.detection_array(self.factory, header, prediction, track_ids)
                 if geometry is not None and wants(frame.camera, "detections_3d"):
-                    output.detections_3d = messages.detection3d_array(self.factory, header, prediction, geometry)
+                    output.detections_3d = messages.detection3d_array(self.factory, header, prediction, geometry, track_ids)
             if cloud is not None:
                 output.points = messages.point_cloud2(self.factory, header, cloud)
             if info is not None:
@@ -166,7 +172,7 @@ class FramePipeline:
             if wants(frame.camera, "overlay"):
                 num_classes = len(self.predictor.vocabulary.classes) if self.predictor.vocabulary else 0
                 num_classes = max(num_classes, max((s.category + 1 for s in prediction.segments), default=0))
-                pixels = render_overlay(image, prediction.panoptic, prediction.segments, num_classes)
+                pixels = render_overlay(image, prediction.panoptic, prediction.segments, num_classes, track_ids=track_ids)
                 output.overlay = messages.image(self.factory, header, pixels, "rgb8")
                 self.stats.overlays[frame.camera] += 1
             outputs.append(output)
@@ -184,6 +190,15 @@ class FramePipeline:
             self.stats.processed[output.camera] += 1
             self.stats.output_times[output.camera].append(now)
         return outputs
+
+    def _track(self, camera: str, header, prediction) -> list[int] | None:
+        """Track ids of this frame's segments (the camera's own tracker, on its stamps)."""
+        if self.tracking is None:
+            return None
+        tracker = self._trackers.get(camera)
+        if tracker is None:
+            tracker = self._trackers[camera] = SegmentTracker(self.tracking)
+        return tracker.update(prediction, stamp_seconds(header))
 
     def _in_3d(self, camera: str, header, image, prediction, side_inputs: SideInputs, info, with_cloud: bool):
         """(geometry, labelled cloud or None) from the depth image matched to this frame;
