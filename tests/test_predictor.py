@@ -139,3 +139,16 @@ def test_vocabulary_beyond_the_engines_profile_is_refused_when_set(tiny_model):
         predictor.set_vocabulary("person; forklift, fork lift; pallet; floor")
     assert predictor.vocabulary_version == version and predictor.vocabulary.num_classes == 3
     predictor(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_predictions_carry_unit_embeddings_per_segment():
+    """For downstream queries and the tracker: each segment's query class embedding and
+    CLIP's mask-pooled view (NaN rows where the mask had none), unit length, in order."""
+    predictor = Predictor.from_checkpoint(None, stand_in_weights=True, classes="person; car; road; sky; tree",
+                                          config=InferenceConfig(min_size=0))
+    result = predictor(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    n = len(result.segments)
+    assert result.embeddings.shape[0] == n and result.clip_embeddings.shape == result.embeddings.shape
+    assert np.allclose(np.linalg.norm(result.embeddings, axis=1), 1, atol=1e-5)
+    valid = ~np.isnan(result.clip_embeddings).any(1)
+    assert np.allclose(np.linalg.norm(result.clip_embeddings[valid], axis=1), 1, atol=1e-5)

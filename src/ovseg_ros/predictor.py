@@ -60,6 +60,11 @@ class Prediction:
     segments: list[Segment]
     vocabulary_version: int
     probabilities: np.ndarray | None = None  # K x H x W semantic scores, when asked for
+    # per segment (rows in segment order), unit length, in the CLIP text space the vocabulary
+    # lives in: the query's class embedding, and CLIP's own mask-pooled view (NaN rows where
+    # the model has none for that mask); None from code that does not set them
+    embeddings: np.ndarray | None = None  # [N, D] float32
+    clip_embeddings: np.ndarray | None = None  # [N, D] float32
 
 
 @dataclass(frozen=True)
@@ -252,11 +257,12 @@ class Predictor:
             stats = segment_stats(fused.panoptic, fused.query.shape[0])
             best, semantic = probabilities.max(0)
             semantic = torch.where(best >= cfg.semantic_threshold, semantic, torch.full_like(semantic, -1))
-            results.append(self._to_prediction(state, fused, stats, semantic, probabilities, return_probabilities))
+            embeddings = _segment_embeddings(output, i, fused.query)
+            results.append(self._to_prediction(state, fused, stats, semantic, probabilities, return_probabilities, embeddings))
         return results
 
     @staticmethod
-    def _to_prediction(state, fused, stats, semantic, probabilities, return_probabilities) -> Prediction:
+    def _to_prediction(state, fused, stats, semantic, probabilities, return_probabilities, embeddings=(None, None)) -> Prediction:
         labels = state.vocabulary.labels
         category = fused.category.tolist()
         is_thing = fused.is_thing.tolist()
@@ -283,7 +289,19 @@ class Predictor:
             segments=segments,
             vocabulary_version=state.version,
             probabilities=probabilities.float().cpu().numpy() if return_probabilities else None,
+            embeddings=embeddings[0],
+            clip_embeddings=embeddings[1],
         )
+
+
+def _segment_embeddings(output: EngineOutput, image: int, query: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each segment's query embeddings, unit length: ([N, D] class, [N, D] CLIP view with
+    NaN rows where its mask had none). One transfer per image."""
+    query = query.long()
+    own = F.normalize(output.class_embeddings[image].float()[query], dim=-1)
+    clip = F.normalize(output.clip_embeddings[image].float()[query], dim=-1)
+    clip = torch.where(output.clip_mask_valid[image][query][:, None], clip, torch.full_like(clip, float("nan")))
+    return own.cpu().numpy(), clip.cpu().numpy()
 
 
 @dataclass
