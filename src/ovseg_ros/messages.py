@@ -26,6 +26,7 @@ class MessageFactory(Protocol):
     def with_header(self, message: Any, header: Any) -> Any: ...
     def uint8_array(self, values: np.ndarray) -> Any: ...
     def float64_array(self, values: np.ndarray) -> Any: ...
+    def float32_array(self, values: np.ndarray) -> Any: ...
     def byte(self, value: int) -> Any: ...
 
 
@@ -46,6 +47,9 @@ class RosbagsFactory:
 
     def float64_array(self, values: np.ndarray) -> np.ndarray:
         return np.asarray(values, dtype=np.float64)
+
+    def float32_array(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32).reshape(-1)
 
     def byte(self, value: int) -> int:
         return int(value)
@@ -78,6 +82,11 @@ class RclpyFactory:
 
     def float64_array(self, values: np.ndarray) -> array.array:
         return array.array("d", np.asarray(values, dtype=np.float64).tolist())
+
+    def float32_array(self, values: np.ndarray) -> array.array:
+        out = array.array("f")
+        out.frombytes(np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint8).data)  # one copy
+        return out
 
     def byte(self, value: int) -> bytes:
         return bytes([value])
@@ -114,15 +123,20 @@ def semantic_image(factory: MessageFactory, header, prediction: Prediction) -> A
 
 
 def segment_array(factory: MessageFactory, header, prediction: Prediction, geometry: SegmentGeometry | None = None,
-                  track_ids: Sequence[int] | None = None) -> Any:
+                  track_ids: Sequence[int] | None = None, with_embeddings: bool = False) -> Any:
     """All segments; with `geometry` (indexed by segment id - 1), their 3D boxes too; with
-    `track_ids` (one per segment, in order), their identities across frames."""
-    tracks = track_ids if track_ids is not None else [0] * len(prediction.segments)
+    `track_ids` (one per segment, in order), their identities across frames; with
+    `with_embeddings`, the prediction's embeddings (1 kB+ each: only when asked for)."""
+    n = len(prediction.segments)
+    tracks = track_ids if track_ids is not None else [0] * n
+    none = np.zeros((n, 0), np.float32)
+    own = prediction.embeddings if with_embeddings and prediction.embeddings is not None else none
+    clip = prediction.clip_embeddings if with_embeddings and prediction.clip_embeddings is not None else none
     return factory.new(
         "ovseg_msgs/msg/SegmentArray",
         header=header,
         vocabulary_version=prediction.vocabulary_version,
-        segments=[_segment(factory, s, geometry, t) for s, t in zip(prediction.segments, tracks)],
+        segments=[_segment(factory, s, geometry, t, own[i], clip[i]) for i, (s, t) in enumerate(zip(prediction.segments, tracks))],
     )
 
 
@@ -141,8 +155,11 @@ def _box_fields(geometry: SegmentGeometry | None, segment_id: int) -> tuple[list
     return geometry.center[i].tolist(), geometry.size[i].tolist(), int(geometry.points[i])
 
 
-def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | None = None, track_id: int = 0) -> Any:
+def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | None = None, track_id: int = 0,
+             embedding: np.ndarray = np.zeros(0, np.float32), clip_embedding: np.ndarray = np.zeros(0, np.float32)) -> Any:
     x, y, w, h = s.bbox
+    if np.isnan(clip_embedding).any():  # no CLIP view of this mask: sent empty
+        clip_embedding = clip_embedding[:0]
     center, size, points = _box_fields(geometry, s.id)
     return factory.new(
         "ovseg_msgs/msg/Segment",
@@ -158,6 +175,8 @@ def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | No
         center_3d=factory.new("geometry_msgs/msg/Point", x=center[0], y=center[1], z=center[2]),
         size_3d=factory.new("geometry_msgs/msg/Vector3", x=size[0], y=size[1], z=size[2]),
         depth_points=points,
+        embedding=factory.float32_array(embedding),
+        clip_embedding=factory.float32_array(clip_embedding),
     )
 
 

@@ -245,6 +245,27 @@ class Predictor:
         )
 
     @torch.inference_mode()
+    def score_embeddings(self, embeddings: np.ndarray, clip_embeddings: np.ndarray | None = None,
+                         state: VocabularyState | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(class index [N], score [N]) of segments from their published embeddings
+        (Prediction.embeddings / clip_embeddings, or Segment.embedding / clip_embedding),
+        with the same ensemble the frame was labelled with. `state`: another vocabulary
+        from prepare_vocabulary (new text, scored without changing the active one);
+        default the active one. A void winner gives class -1."""
+        state = state or self._state
+        if state is None:
+            raise VocabularyError("no vocabulary set: call set_vocabulary first")
+        own = torch.as_tensor(np.asarray(embeddings, np.float32), device=self.device)[None]
+        clip = np.full(own.shape[1:], np.nan, np.float32) if clip_embeddings is None else np.asarray(clip_embeddings, np.float32)
+        valid = torch.as_tensor(~np.isnan(clip).any(-1), device=self.device)[None]
+        clip = torch.as_tensor(np.nan_to_num(clip), device=self.device)[None]
+        output = EngineOutput(own.new_zeros((1, own.shape[1], 1, 1)), own, clip, valid)
+        scores, labels = self.query_scores(output, state)[0].softmax(-1).max(-1)
+        num_classes = state.seen.shape[0]
+        labels = torch.where(labels == num_classes, torch.full_like(labels, -1), labels)
+        return labels.cpu().numpy(), scores.float().cpu().numpy()
+
+    @torch.inference_mode()
     def postprocess(self, output: EngineOutput, batch: Batch, state: VocabularyState, return_probabilities: bool = False) -> list[Prediction]:
         cfg = self.config
         mask_cls = self.query_scores(output, state)

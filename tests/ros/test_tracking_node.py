@@ -43,7 +43,7 @@ def scene(name: str, shift: int) -> np.ndarray:
 def graph(tmp_path_factory):
     # stand-in weights score every segment about 1 / classes: thresholds below that
     parameters = ["min_size: 0", "device: cpu", f"classes: {CLASSES}", 'things: ["person", "car", "tree"]', "track_min_hits: 2",
-                  "track_high_score: 0.1", "track_low_score: 0.05"]
+                  "track_high_score: 0.1", "track_low_score: 0.05", "publish_embeddings: true"]
     with launched_node(tmp_path_factory.mktemp("tracking"), parameters, ["camera_topics:=" + ",".join(CAMERAS.values())]) as launch, \
             peer_node("ovseg_tracking_peer") as peer:
         for topic in CAMERAS.values():
@@ -116,3 +116,26 @@ def test_ids_hold_per_camera_and_through_a_vocabulary_change(graph):
     assert right_ids and min(right_ids) <= len(right[0][0].segments) + 2, \
         f"the second camera's ids {sorted(right_ids)} continue the first's {sorted(left_ids)}: not its own tracker"
     assert launch.process.poll() is None
+
+
+def test_published_embeddings_give_the_nodes_classes_and_scores(graph):
+    """A consumer scores the vocabulary's text against the published embeddings with the
+    published ensemble (the same model's text tower: here the same stand-in weights) and
+    gets the class and score the node assigned, for every segment of a frame; new text is
+    scored the same way without touching the node's vocabulary."""
+    from ovseg_ros.predictor import Predictor
+
+    _, peer = graph
+    frames = run(peer, "left", "street", [3], 500)
+    segments = frames[0][0].segments
+    assert segments
+    model = Predictor.from_checkpoint(None, stand_in_weights=True, classes=CLASSES, things=["person", "car", "tree"])
+    width = len(segments[0].embedding)
+    assert width > 0 and all(len(s.embedding) == width and len(s.clip_embedding) in (0, width) for s in segments)
+    own = np.array([s.embedding for s in segments], np.float32)
+    clip = np.array([s.clip_embedding if len(s.clip_embedding) else [np.nan] * width for s in segments], np.float32)
+    classes, scores = model.score_embeddings(own, clip)
+    assert classes.tolist() == [s.class_index for s in segments]
+    assert np.allclose(scores, [s.score for s in segments], atol=1e-4)
+    other, _ = model.score_embeddings(own, clip, model.prepare_vocabulary("red car; tree; sky"))
+    assert set(other.tolist()) <= {-1, 0, 1, 2}

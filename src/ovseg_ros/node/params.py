@@ -98,6 +98,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("track_high_score", 0.5, "segments at or above this score are associated first and start tracks",
                   minimum=0.0, maximum=1.0),
     ParameterSpec("track_low_score", 0.1, "segments below this score are not associated", minimum=0.0, maximum=1.0),
+    ParameterSpec("publish_embeddings", False, "Segment.embedding and clip_embedding: each segment's CLIP embeddings "
+                  "(1 kB+ per segment), to score new text against without changing the vocabulary"),
     ParameterSpec("autostart", True, "configure and activate at start; false: a lifecycle manager or "
                   "`ros2 lifecycle set` drives the node"),
     ParameterSpec("release_on_deactivate", False, "deactivate frees the model (and its GPU memory); activate loads "
@@ -154,6 +156,7 @@ class NodeParameters:
     track_max_lost: float = 1.5
     track_high_score: float = 0.5
     track_low_score: float = 0.1
+    publish_embeddings: bool = False
     autostart: bool = True
     release_on_deactivate: bool = False
 

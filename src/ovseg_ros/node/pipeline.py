@@ -99,6 +99,7 @@ class FramePipeline:
         depth_noise: Mapping[str, DepthNoise] | DepthNoise = DepthNoise(),
         max_pixels: int = MAX_PIXELS,
         tracking: TrackerConfig | None = None,
+        publish_embeddings: bool = False,
     ) -> None:
         """tracking: the tracker's settings (one tracker per camera), None: no tracking."""
         self.predictor = predictor
@@ -111,6 +112,7 @@ class FramePipeline:
         self.depth_noise = depth_noise  # per camera, or one model for all
         self.max_pixels = max_pixels
         self.tracking = tracking
+        self.publish_embeddings = publish_embeddings
         self._trackers: dict[str, SegmentTracker] = {}
         self._measurers: dict[str, SegmentMeasurer] = {}  # per camera: each keeps buffers of its image size
 
@@ -158,7 +160,7 @@ class FramePipeline:
                 camera=frame.camera,
                 panoptic=messages.panoptic_image(self.factory, header, prediction),
                 semantic=messages.semantic_image(self.factory, header, prediction),
-                segments=messages.segment_array(self.factory, header, prediction, geometry, track_ids),
+                segments=messages.segment_array(self.factory, header, prediction, geometry, track_ids, self.publish_embeddings),
                 vocabulary_version=prediction.vocabulary_version,
             )
             if self.with_detections:
