@@ -155,8 +155,11 @@ def _box_fields(geometry: SegmentGeometry | None, segment_id: int) -> tuple[list
     return geometry.center[i].tolist(), geometry.size[i].tolist(), int(geometry.points[i])
 
 
+_NO_EMBEDDING = np.zeros(0, np.float32)
+
+
 def _segment(factory: MessageFactory, s: Segment, geometry: SegmentGeometry | None = None, track_id: int = 0,
-             embedding: np.ndarray = np.zeros(0, np.float32), clip_embedding: np.ndarray = np.zeros(0, np.float32)) -> Any:
+             embedding: np.ndarray = _NO_EMBEDDING, clip_embedding: np.ndarray = _NO_EMBEDDING) -> Any:
     x, y, w, h = s.bbox
     if np.isnan(clip_embedding).any():  # no CLIP view of this mask: sent empty
         clip_embedding = clip_embedding[:0]
