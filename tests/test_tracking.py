@@ -78,6 +78,17 @@ def test_label_flip_within_a_vocabulary_keeps_the_id():
     assert tracker.update(frame([box(31, 30, "box")]), 0.4)[0] == ident
 
 
+def test_a_class_change_needs_agreeing_embeddings():
+    """A flip between similar classes keeps the id where the embeddings agree; a segment
+    of another class that looks otherwise never takes the track over."""
+    look, other = np.eye(8)[0], np.eye(8)[1]
+    tracker = SegmentTracker()
+    for t in range(4):
+        ident = tracker.update(frame([box(30, 30, "pallet")]), t / 10, embeddings=np.array([look]))[0]
+    assert tracker.update(frame([box(31, 30, "box")]), 0.4, embeddings=np.array([look + 0.01 * other]))[0] == ident
+    assert tracker.update(frame([box(32, 30, "person")]), 0.5, embeddings=np.array([other]))[0] != ident
+
+
 def test_time_going_back_starts_afresh():
     tracker = SegmentTracker()
     for t in range(4):
@@ -103,11 +114,12 @@ def metrics(**options):
 
 
 @pytest.mark.parametrize("options, idf1, hota, switches", [
-    # floors of today's tracker (measured: 0.983 / 0.967 / 0.25; 0.843 / 0.713 / 0.70; 0.588 / 0.530 / 1.6);
-    # issue 18 asks IDF1 >= 0.9 and < 0.1 switches per track on the noisy sequences: not met yet
-    ({"noise": False}, 0.95, 0.93, 0.35),
-    ({"noise": True}, 0.80, 0.66, 0.90),
-    ({"noise": True, "max_hidden": 2.5}, 0.52, 0.48, 2.0),
+    # floors of today's tracker (measured on these seeds: IDF1 / HOTA / switches per track 0.982 / 0.966 / 0.10;
+    # 0.876 / 0.737 / 0.35; 0.647 / 0.573 / 0.90); issue 18 asks IDF1 >= 0.9 and < 0.1 switches per
+    # track on the noisy sequences without long occlusions: not met yet
+    ({"noise": False}, 0.95, 0.93, 0.2),
+    ({"noise": True}, 0.84, 0.70, 0.5),
+    ({"noise": True, "max_hidden": 2.5}, 0.58, 0.52, 1.3),
 ], ids=["clean", "noisy", "noisy-long-occlusions"])
 def test_generated_sequences_meet_their_floors(options, idf1, hota, switches):
     got = metrics(**options)

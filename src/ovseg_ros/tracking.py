@@ -68,13 +68,14 @@ class _Tracks:
     labels: list = field(default_factory=list)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # x0, y0, x1, y1 (pixels)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # of the box corners, px/s
+    extent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # box diagonal when last seen whole, px
     last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0))
     hits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     version: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # vocabulary of the last match
     embeddings: np.ndarray | None = None  # [T, D] unit rows (NaN rows: none)
 
     def keep(self, rows: np.ndarray) -> None:
-        self.ids, self.boxes, self.velocity = self.ids[rows], self.boxes[rows], self.velocity[rows]
+        self.ids, self.boxes, self.velocity, self.extent = self.ids[rows], self.boxes[rows], self.velocity[rows], self.extent[rows]
         self.last_seen, self.hits, self.version = self.last_seen[rows], self.hits[rows], self.version[rows]
         self.labels = [self.labels[i] for i in np.flatnonzero(rows)] if rows.dtype == bool else [self.labels[i] for i in rows]
         if self.embeddings is not None:
@@ -135,6 +136,9 @@ class SegmentTracker:
             distance = (1.0 - own @ np.nan_to_num(tracks.embeddings).T) / 2
             known = np.isfinite(own).all(1)[:, None] & np.isfinite(tracks.embeddings).all(1)[None, :]
             cost = np.where(known, (1 - cfg.embedding_weight) * cost + cfg.embedding_weight * distance, cost)
+            # a class change only where the embeddings agree (a flip between similar
+            # classes), never to an object that looks otherwise
+            cost = np.where(known & ~same & (distance > cfg.embedding_gate), _INFEASIBLE, cost)
         cost = np.where(similarity >= cfg.min_overlap, cost, _INFEASIBLE)
 
         # two passes: confident segments against every track, then the rest against the
@@ -168,6 +172,8 @@ class SegmentTracker:
             whole = _whole(boxes[seg_rows], tracks.boxes[track_rows], np.asarray(prediction.panoptic).shape)
             smoothed = np.where(first[:, None], measured, 0.5 * tracks.velocity[track_rows] + 0.5 * measured)
             tracks.velocity[track_rows] = np.where(whole[:, None], smoothed, tracks.velocity[track_rows])
+            diagonal = np.hypot(boxes[seg_rows, 2] - boxes[seg_rows, 0], boxes[seg_rows, 3] - boxes[seg_rows, 1])
+            tracks.extent[track_rows] = np.where(whole, diagonal, np.maximum(tracks.extent[track_rows], diagonal))
             tracks.boxes[track_rows] = boxes[seg_rows]
             tracks.last_seen[track_rows] = stamp
             tracks.hits[track_rows] += 1
@@ -215,7 +221,7 @@ class SegmentTracker:
         centre = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
         last = (tracks.boxes[None, :, :2] + tracks.boxes[None, :, 2:]) / 2
         ahead = (predicted[None, :, :2] + predicted[None, :, 2:]) / 2
-        scale = np.maximum(np.hypot(tracks.boxes[:, 2] - tracks.boxes[:, 0], tracks.boxes[:, 3] - tracks.boxes[:, 1]), 1.0)[None, :]
+        scale = np.maximum(tracks.extent, 1.0)[None, :]  # its size when last seen whole (not the sliver at a border)
         distance = np.minimum(np.linalg.norm(centre - last, axis=2), np.linalg.norm(centre - ahead, axis=2)) / scale
         cost = distance / 2
         if embeddings is not None and tracks.embeddings is not None and len(things):
@@ -241,6 +247,7 @@ class SegmentTracker:
         tracks.labels += labels
         tracks.boxes = np.concatenate([tracks.boxes, boxes])
         tracks.velocity = np.concatenate([tracks.velocity, np.zeros((count, 4))])
+        tracks.extent = np.concatenate([tracks.extent, np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])])
         tracks.last_seen = np.concatenate([tracks.last_seen, np.full(count, stamp)])
         tracks.hits = np.concatenate([tracks.hits, np.ones(count, np.int64)])
         tracks.version = np.concatenate([tracks.version, np.full(count, version, np.int64)])
