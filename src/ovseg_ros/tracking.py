@@ -131,10 +131,9 @@ class SegmentTracker:
         same = np.array([[label == t for t in tracks.labels] for label in labels], bool).reshape(len(things), len(tracks.labels))
         same_vocabulary = tracks.version[None, :] == int(getattr(prediction, "vocabulary_version", 0))
         cost = np.where(same, cost, np.where(same_vocabulary, cost + cfg.class_change_cost, _INFEASIBLE))
-        if embeddings is not None and tracks.embeddings is not None and len(things):
-            own = _unit(np.asarray(embeddings, float)[things])
-            distance = (1.0 - own @ np.nan_to_num(tracks.embeddings).T) / 2
-            known = np.isfinite(own).all(1)[:, None] & np.isfinite(tracks.embeddings).all(1)[None, :]
+        own = None if embeddings is None else _unit(np.asarray(embeddings, float)[things])  # the things' rows
+        distance, known = self._embedding_distance(own)
+        if distance is not None:
             cost = np.where(known, (1 - cfg.embedding_weight) * cost + cfg.embedding_weight * distance, cost)
             # a class change only where the embeddings agree (a flip between similar
             # classes), never to an object that looks otherwise
@@ -156,7 +155,7 @@ class SegmentTracker:
         # predicted to be, same class, by embedding where there are embeddings
         # (a segment lying mostly on another track's last mask is a piece of that object)
         covered = _covered(inside, matched_track)
-        refind = self._refind_cost(boxes, predicted, same, embeddings, things)
+        refind = self._refind_cost(boxes, predicted, same, distance, known)
         lost = free & confirmed & (tracks.last_seen < (self._previous_stamp if self._previous_stamp is not None else stamp))
         self._assign(refind, high[(matched_track[high] < 0) & ~covered[high]], lost, matched_track, free)
         self._assign(cost, high[(matched_track[high] < 0) & ~covered[high]], free & ~confirmed, matched_track, free)
@@ -180,8 +179,8 @@ class SegmentTracker:
             tracks.version[track_rows] = int(getattr(prediction, "vocabulary_version", 0))
             for seg_row, track_row in zip(seg_rows, track_rows):
                 tracks.labels[track_row] = labels[seg_row]
-            if embeddings is not None:
-                self._store_embeddings(track_rows, _unit(np.asarray(embeddings, float)[things[seg_rows]]))
+            if own is not None:
+                self._store_embeddings(track_rows, own[seg_rows])
         # unconfirmed tracks that found nothing go (ByteTrack); new tracks for confident leftovers
         unmatched_new = (tracks.hits < cfg.min_hits) & free & (tracks.last_seen < stamp)
         keep = ~unmatched_new
@@ -194,7 +193,7 @@ class SegmentTracker:
         start = np.flatnonzero((matched_track < 0) & (scores >= cfg.high_score) & ~covered)
         if start.size:
             self._add(boxes[start], [labels[i] for i in start], stamp, int(getattr(prediction, "vocabulary_version", 0)),
-                      None if embeddings is None else _unit(np.asarray(embeddings, float)[things[start]]))
+                      None if own is None else own[start])
             matched_track[start] = len(tracks.ids) - start.size + np.arange(start.size)
         ok = matched_track >= 0
         confirmed_now = np.zeros(len(things), bool)
@@ -214,7 +213,16 @@ class SegmentTracker:
         matched_track[rows[r[ok]]] = cols[c[ok]]
         free[cols[c[ok]]] = False
 
-    def _refind_cost(self, boxes, predicted, same, embeddings, things) -> np.ndarray:
+    def _embedding_distance(self, own: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """[things, tracks] embedding distance ((1 - cos) / 2) and where both sides have
+        an embedding; (None, None) when either side has none."""
+        tracks = self._tracks
+        if own is None or tracks.embeddings is None or not len(own):
+            return None, None
+        distance = (1.0 - own @ np.nan_to_num(tracks.embeddings).T) / 2
+        return distance, np.isfinite(own).all(1)[:, None] & np.isfinite(tracks.embeddings).all(1)[None, :]
+
+    def _refind_cost(self, boxes, predicted, same, apart, known) -> np.ndarray:
         """[things, tracks] cost of finding a lost track again: centre distance to where it
         was last seen or predicted, in track sizes (gate: 1.5), plus embedding distance."""
         tracks, cfg = self._tracks, self.config
@@ -224,10 +232,7 @@ class SegmentTracker:
         scale = np.maximum(tracks.extent, 1.0)[None, :]  # its size when last seen whole (not the sliver at a border)
         distance = np.minimum(np.linalg.norm(centre - last, axis=2), np.linalg.norm(centre - ahead, axis=2)) / scale
         cost = distance / 2
-        if embeddings is not None and tracks.embeddings is not None and len(things):
-            own = _unit(np.asarray(embeddings, float)[things])
-            apart = (1.0 - own @ np.nan_to_num(tracks.embeddings).T) / 2
-            known = np.isfinite(own).all(1)[:, None] & np.isfinite(tracks.embeddings).all(1)[None, :]
+        if apart is not None:
             cost = np.where(known, 0.5 * cost + 0.5 * apart / max(cfg.embedding_gate, 1e-6), cost)
             cost = np.where(known & (apart > cfg.embedding_gate), _INFEASIBLE, cost)
         return np.where(same & (distance <= 1.5), cost, _INFEASIBLE)
@@ -274,9 +279,7 @@ class SegmentTracker:
         if previous is None or previous.shape != coarse.shape or not len(segment_ids) or not len(tracks.ids):
             return result, inside
         # current: segment row + 1 (0: none); previous: row of _previous_ids + 1
-        lookup = np.zeros(int(max(coarse.max(), segment_ids.max())) + 1, np.int64)
-        lookup[segment_ids] = np.arange(1, len(segment_ids) + 1)
-        current = lookup[np.clip(coarse, 0, len(lookup) - 1)]
+        current = _rows_of(coarse, segment_ids)
         width = len(self._previous_ids) + 1
         pairs = np.bincount((current * width + previous).ravel(), minlength=(len(segment_ids) + 1) * width)
         pairs = pairs.reshape(len(segment_ids) + 1, width)
@@ -295,10 +298,15 @@ class SegmentTracker:
         ok = matched_track >= 0
         ids = self._tracks.ids[matched_track[ok]]
         segment_ids = np.array([prediction.segments[i].id for i in things[ok]], np.int64)
-        lookup = np.zeros(int(max(coarse.max(initial=0), segment_ids.max(initial=0))) + 1, np.int64)
-        lookup[segment_ids] = np.arange(1, len(segment_ids) + 1)
-        self._previous_map = lookup[np.clip(coarse, 0, len(lookup) - 1)]
+        self._previous_map = _rows_of(coarse, segment_ids)
         self._previous_ids = ids
+
+
+def _rows_of(coarse: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
+    """The panoptic grid as 1 + the row of each pixel's segment in `segment_ids` (0: none)."""
+    lookup = np.zeros(int(max(coarse.max(initial=0), segment_ids.max(initial=0))) + 1, np.int64)
+    lookup[segment_ids] = np.arange(1, len(segment_ids) + 1)
+    return lookup[np.clip(coarse, 0, len(lookup) - 1)]
 
 
 def _corners(bbox) -> tuple[float, float, float, float]:
