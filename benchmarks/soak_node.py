@@ -26,35 +26,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ros"))
 
-from ros_graph import RELIABLE, Launch, Peer, camera_info_message, image_message, init_rclpy, rss_mib
+from ros_graph import (
+    RELIABLE, Launch, Peer, camera_info_message, depth_message, image_message, init_rclpy, rss_mib, sliding_box_scene,
+)
 
 VOCABULARIES = (
     ["person", "forklift", "pallet", "floor", "wall"],
     ["person", "box, cardboard box", "shelf, rack", "floor"],
     ["chair", "table", "person", "wall", "ceiling", "floor"],
 )
-
-
-def scene(height: int, width: int, t: float) -> tuple[np.ndarray, np.ndarray]:
-    """A box sliding over a floor in front of a wall: rgb8 and 16UC1 depth (mm)."""
-    rgb = np.empty((height, width, 3), np.uint8)
-    rgb[:] = (90, 90, 110)
-    rgb[height // 2:] = (60, 120, 60)
-    depth = np.full((height, width), 3000, np.uint16)
-    depth[height // 2:] = np.linspace(2000, 800, height - height // 2, dtype=np.uint16)[:, None]
-    x = int((0.5 + 0.4 * np.sin(t / 3)) * (width - width // 4))
-    rgb[height // 4: 3 * height // 4, x: x + width // 4] = (200, 80, 40)
-    depth[height // 4: 3 * height // 4, x: x + width // 4] = 1500
-    return rgb, depth
-
-
-def depth_message(depth_mm: np.ndarray, sec: int, nanosec: int, frame_id: str):
-    from sensor_msgs.msg import Image
-
-    msg = Image(height=depth_mm.shape[0], width=depth_mm.shape[1], encoding="16UC1", step=depth_mm.shape[1] * 2)
-    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, frame_id
-    msg.data = depth_mm.astype("<u2").tobytes()
-    return msg
 
 
 def main() -> int:
@@ -126,9 +106,9 @@ def main() -> int:
             frame += 1
             t = now - start
             sec, nanosec = int(now), int((now % 1) * 1e9)
-            rgb, depth = scene(height, width, t)
+            rgb, depth = sliding_box_scene(height, width, t)
             infos.publish(camera_info_message(height, width, sec, "soak_optical", nanosec))
-            depths.publish(depth_message(depth, sec, nanosec, "soak_optical"))
+            depths.publish(depth_message(depth, sec, "soak_optical", nanosec))
             images.publish(image_message(rgb, sec, "soak_optical", nanosec))
             if frame % int(10 * args.rate) == 0:  # a bad frame every 10 s: each kind in turn
                 kind = events["bad_frames"] % 3

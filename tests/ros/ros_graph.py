@@ -217,6 +217,27 @@ def camera_info_message(height: int, width: int, sec: int, frame_id: str, nanose
     return msg
 
 
+def depth_message(depth_mm: np.ndarray, sec: int, frame_id: str, nanosec: int = 0) -> Image:
+    """A 16UC1 depth image (millimetres), as RealSense drivers publish it."""
+    msg = Image(height=depth_mm.shape[0], width=depth_mm.shape[1], encoding="16UC1", step=depth_mm.shape[1] * 2)
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, frame_id
+    msg.data = depth_mm.astype("<u2").tobytes()
+    return msg
+
+
+def sliding_box_scene(height: int, width: int, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """A box sliding to and fro in front of a wall over a floor, at time t (s): rgb8 and
+    aligned depth in mm."""
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[:], rgb[height // 2:] = (90, 90, 110), (60, 120, 60)
+    depth = np.full((height, width), 3000, np.uint16)
+    depth[height // 2:] = np.linspace(2000, 800, height - height // 2).astype(np.uint16)[:, None]
+    x = int((0.5 + 0.4 * np.sin(t / 3)) * (width - width // 4))
+    rgb[height // 4: 3 * height // 4, x: x + width // 4] = (200, 80, 40)
+    depth[height // 4: 3 * height // 4, x: x + width // 4] = 1500
+    return rgb, depth
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process, MiB (Linux /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

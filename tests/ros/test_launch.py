@@ -24,7 +24,7 @@ from ament_index_python.packages import get_package_share_directory  # noqa: E40
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-from ros_graph import Peer, camera_info_message, image_message, init_rclpy, wait_until  # noqa: E402
+from ros_graph import Peer, camera_info_message, depth_message, image_message, init_rclpy, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from sensor_msgs_py import point_cloud2  # noqa: E402
 from vision_msgs.msg import Detection3DArray  # noqa: E402
@@ -57,13 +57,6 @@ def depth_image() -> np.ndarray:
     depth[12:36, 16:40] = BOX_MM
     depth[0:4, :] = 0  # invalid rows: no points there
     return depth
-
-
-def depth_message(depth_mm: np.ndarray, sec: int, frame_id: str) -> Image:
-    msg = Image(height=depth_mm.shape[0], width=depth_mm.shape[1], encoding="16UC1", step=depth_mm.shape[1] * 2)
-    msg.header.stamp.sec, msg.header.frame_id = sec, frame_id
-    msg.data = depth_mm.astype("<u2").tobytes()
-    return msg
 
 
 class TestNodeStarts(unittest.TestCase):

@@ -26,7 +26,9 @@ from ros_graph import require_ros
 
 require_ros()
 
-from ros_graph import camera_info_message, image_message, launched_node, peer_node, wait_until  # noqa: E402
+from ros_graph import (  # noqa: E402
+    camera_info_message, depth_message, image_message, launched_node, peer_node, sliding_box_scene, wait_until,
+)
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from vision_msgs.msg import Detection3DArray  # noqa: E402
@@ -60,25 +62,6 @@ def rviz_environment(install: Path) -> dict[str, str]:
     return env
 
 
-def scene(t: float) -> tuple[np.ndarray, np.ndarray]:
-    """A box sliding in front of a wall over a floor: rgb8, and depth in mm."""
-    rgb = np.empty((HEIGHT, WIDTH, 3), np.uint8)
-    rgb[:], rgb[HEIGHT // 2:] = (90, 90, 110), (60, 120, 60)
-    depth = np.full((HEIGHT, WIDTH), 3000, np.uint16)
-    depth[HEIGHT // 2:] = np.linspace(2000, 800, HEIGHT - HEIGHT // 2).astype(np.uint16)[:, None]
-    x = int((0.5 + 0.4 * np.sin(t / 3)) * (WIDTH - WIDTH // 4))
-    rgb[HEIGHT // 4: 3 * HEIGHT // 4, x: x + WIDTH // 4] = (200, 80, 40)
-    depth[HEIGHT // 4: 3 * HEIGHT // 4, x: x + WIDTH // 4] = 1500
-    return rgb, depth
-
-
-def depth_message(depth_mm: np.ndarray, sec: int, nanosec: int) -> Image:
-    msg = Image(height=HEIGHT, width=WIDTH, encoding="16UC1", step=WIDTH * 2)
-    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, FRAME
-    msg.data = depth_mm.astype("<u2").tobytes()
-    return msg
-
-
 def near(image: np.ndarray, colour, tolerance: int) -> np.ndarray:
     return np.abs(image - np.array(colour)).max(axis=2) <= tolerance
 
@@ -93,10 +76,10 @@ def rows(mask: np.ndarray) -> int:
 def install():
     found = rviz_install()
     if found is None:
-        pytest.skip("the rviz2 add-on is not built on this machine (bash ../shared/ros2/build_rviz.sh: 25-60 minutes)")
+        pytest.skip(reason="the rviz2 add-on is not built on this machine (bash ../shared/ros2/build_rviz.sh: 25-60 minutes)")
     for tool in ("Xvfb", "import"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is missing (build_rviz.sh installs xvfb and imagemagick)")
+            pytest.skip(reason=f"{tool} is missing (build_rviz.sh installs xvfb and imagemagick)")
     return found
 
 
@@ -172,9 +155,9 @@ def show_in_rviz(launch, peer, folder: Path, env: dict) -> Path:
     def send() -> None:
         now = time.time()
         sec, nanosec = int(now), int(now % 1 * 1e9)
-        rgb, depth = scene(time.monotonic() - started)
+        rgb, depth = sliding_box_scene(HEIGHT, WIDTH, time.monotonic() - started)
         peer.publisher(CameraInfo, "/camera/color/camera_info").publish(camera_info_message(HEIGHT, WIDTH, sec, FRAME, nanosec))
-        peer.publisher(Image, "/camera/depth/image_raw").publish(depth_message(depth, sec, nanosec))
+        peer.publisher(Image, "/camera/depth/image_raw").publish(depth_message(depth, sec, FRAME, nanosec))
         peer.publisher(Image, "/camera/color/image_raw").publish(image_message(rgb, sec, FRAME, nanosec))
 
     while time.monotonic() - started < 40 or len(segments) < 10:  # rviz has drawn many frames by then

@@ -22,7 +22,7 @@ require_ros()
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from ros_graph import RELIABLE, camera_info_message, image_message, launched_node, peer_node, stamp_key, wait_until  # noqa: E402
+from ros_graph import RELIABLE, camera_info_message, depth_message, image_message, launched_node, peer_node, stamp_key, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from ovseg_msgs.msg import SegmentArray  # noqa: E402
@@ -39,12 +39,9 @@ def depth_of(index: int) -> float:
     return 1.0 + 0.25 * index
 
 
-def depth_message(metres: float, sec: int, nanosec: int, frame_id: str) -> Image:
-    depth = np.full((HEIGHT, WIDTH), round(metres * 1000), np.uint16)
-    msg = Image(height=HEIGHT, width=WIDTH, encoding="16UC1", step=WIDTH * 2)
-    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, frame_id
-    msg.data = depth.astype("<u2").tobytes()
-    return msg
+def depth_of_frame(metres: float, sec: int, nanosec: int, frame_id: str) -> Image:
+    """A depth image at one distance everywhere."""
+    return depth_message(np.full((HEIGHT, WIDTH), round(metres * 1000), np.uint16), sec, frame_id, nanosec)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +72,7 @@ def record_bag(peer, folder) -> str:
         for i in range(FRAMES):
             sec, nanosec = 100 + (i * 200_000_000) // 10**9, (i * 200_000_000) % 10**9
             publishers[2].publish(camera_info_message(HEIGHT, WIDTH, sec, "loop_optical", nanosec))
-            publishers[1].publish(depth_message(depth_of(i), sec, nanosec, "loop_optical"))
+            publishers[1].publish(depth_of_frame(depth_of(i), sec, nanosec, "loop_optical"))
             publishers[0].publish(image_message(RGB, sec, "loop_optical", nanosec))
             time.sleep(PERIOD)
         time.sleep(1.0)
@@ -155,7 +152,7 @@ def run_on_sim_time(peer, launch) -> None:
                 sec, nanosec = int(now), int((now % 1) * 1e9)
                 sent.add((sec, nanosec))
                 peer.publisher(CameraInfo, "/sim/color/camera_info").publish(camera_info_message(HEIGHT, WIDTH, sec, "sim_optical", nanosec))
-                peer.publisher(Image, "/sim/depth/image_raw").publish(depth_message(2.0, sec, nanosec, "sim_optical"))
+                peer.publisher(Image, "/sim/depth/image_raw").publish(depth_of_frame(2.0, sec, nanosec, "sim_optical"))
                 peer.publisher(Image, "/sim/color/image_raw").publish(image_message(RGB, sec, "sim_optical", nanosec))
                 time.sleep(0.2)
 

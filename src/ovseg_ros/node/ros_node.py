@@ -196,7 +196,7 @@ class OvsegNode(LifecycleNode):
         self.lifecycle_state = lifecycle.FINALIZED
 
     def _fail(self, transition: str, exc: Exception) -> TransitionCallbackReturn:
-        self.failure = str(exc) if isinstance(exc, (ParameterError, ValueError, FileNotFoundError)) else f"{type(exc).__name__}: {exc}"
+        self.failure = str(exc) if isinstance(exc, (ValueError, FileNotFoundError)) else f"{type(exc).__name__}: {exc}"  # ParameterError is one
         self.get_logger().error(f"{transition} refused: {self.failure}")
         return TransitionCallbackReturn.FAILURE
 
@@ -273,7 +273,8 @@ class OvsegNode(LifecycleNode):
                 image_topic += "/compressed"
                 image_type = CompressedImage
             self._inputs.append(self.create_subscription(
-                image_type, image_topic, self._frame_callback(camera), camera_qos, callback_group=inputs_group))
+                image_type, image_topic, self._size_checked(camera, "frame", lambda msg, c=camera: self.slots.put(c, msg)), camera_qos,
+                callback_group=inputs_group))
             info_topic = self.resolve_topic_name(info_names[camera])
             self._inputs.append(self.create_subscription(
                 CameraInfo, info_topic, self.side_inputs.camera_info[camera].put, qos_profile_sensor_data, callback_group=inputs_group
@@ -282,7 +283,8 @@ class OvsegNode(LifecycleNode):
             if p.use_depth:  # no subscription, and no cost, without it
                 depth_topic = self.resolve_topic_name(depth_names[camera])
                 self._inputs.append(self.create_subscription(
-                    Image, depth_topic, self._depth_callback(camera), qos_profile_sensor_data, callback_group=inputs_group
+                    Image, depth_topic, self._size_checked(camera, "depth image", self.side_inputs.depth[camera].put), qos_profile_sensor_data,
+                    callback_group=inputs_group
                 ))
                 self.input_topics[camera] += (depth_topic,)
 
@@ -340,30 +342,19 @@ class OvsegNode(LifecycleNode):
         except ParameterUninitializedException:
             return None
 
-    def _frame_callback(self, camera: str):
+    def _size_checked(self, camera: str, what: str, keep):
+        """A subscription callback handing messages to `keep`, except oversized ones:
+        those are dropped (counted, warned) in the callback, so nothing keeps them alive."""
         def put(msg) -> None:
-            if self._refused_for_size(camera, msg, "frame"):
+            reason = oversize(msg, self.params.max_image_pixels)
+            if reason is None:
+                keep(msg)
                 return
-            self.slots.put(camera, msg)
+            pipeline = self.pipeline
+            if pipeline is not None:
+                pipeline.stats.bad_input[camera] += 1
+            self._size_warnings(f"size:{camera}:{what}", f"[{camera}] dropped a {what}: {reason}")
         return put
-
-    def _depth_callback(self, camera: str):
-        def put(msg) -> None:
-            if self._refused_for_size(camera, msg, "depth image"):
-                return
-            self.side_inputs.depth[camera].put(msg)
-        return put
-
-    def _refused_for_size(self, camera: str, msg, what: str) -> bool:
-        """Oversized messages are dropped in the callback: nothing keeps them alive."""
-        reason = oversize(msg, self.params.max_image_pixels)
-        if reason is None:
-            return False
-        pipeline = self.pipeline
-        if pipeline is not None:
-            pipeline.stats.bad_input[camera] += 1
-        self._size_warnings(f"size:{camera}:{what}", f"[{camera}] dropped a {what}: {reason}")
-        return True
 
     def _work(self) -> None:
         p, pipeline, slots = self.params, self.pipeline, self.slots
