@@ -126,6 +126,17 @@ def test_generated_sequences_meet_their_floors(options, idf1, hota, switches):
     assert got["IDF1"] >= idf1 and got["HOTA"] >= hota and got["IDSW_per_track"] <= switches, got
 
 
+def test_no_id_is_given_twice_in_a_frame():
+    """Each pass assigns only the tracks no earlier pass took (two segments once shared a
+    track's id when a low-score pass saw the tracks still free before the high-score one)."""
+    for options in ({"noise": True}, {"noise": True, "max_hidden": 2.5}):
+        sequence = make_sequence(105, **options)
+        tracker = SegmentTracker()
+        for prediction, stamp, embeddings in zip(sequence.predictions, sequence.stamps, sequence.embeddings):
+            ids = [i for i in tracker.update(prediction, stamp, embeddings) if i]
+            assert len(ids) == len(set(ids)), ids
+
+
 def test_overlay_colours_follow_the_track_not_the_segment_number():
     from ovseg_ros.visualize import segment_palette
 

@@ -148,8 +148,8 @@ class SegmentTracker:
         confirmed = tracks.hits >= cfg.min_hits
         free = np.ones(len(tracks.ids), bool)
         # confirmed tracks first (ByteTrack): a young track on the same object never wins
-        for rows, allowed in ((high, free & confirmed), (low, free & confirmed)):
-            self._assign(cost, rows[matched_track[rows] < 0], allowed, matched_track, free)
+        for rows in (high, low):  # (`free` changes with each pass)
+            self._assign(cost, rows[matched_track[rows] < 0], free & confirmed, matched_track, free)
         # a third pass finds lost confirmed tracks again where motion cannot (an object that
         # turned back while out of view or hidden): near where it was last seen or was
         # predicted to be, same class, by embedding where there are embeddings
