@@ -114,12 +114,13 @@ def metrics(**options):
 
 
 @pytest.mark.parametrize("options, idf1, hota, switches", [
-    # floors of today's tracker (measured on these seeds: IDF1 / HOTA / switches per track 0.982 / 0.966 / 0.10;
-    # 0.876 / 0.737 / 0.35; 0.647 / 0.573 / 0.90); issue 18 asks IDF1 >= 0.9 and < 0.1 switches per
-    # track on the noisy sequences without long occlusions: not met yet
-    ({"noise": False}, 0.95, 0.93, 0.2),
-    ({"noise": True}, 0.84, 0.70, 0.5),
-    ({"noise": True, "max_hidden": 2.5}, 0.58, 0.52, 1.3),
+    # measured on these seeds (IDF1 / HOTA / switches per track): 0.992 / 0.985 / 0.00; 0.906 / 0.772 /
+    # 0.025; 0.811 / 0.704 / 0.35. The noisy floor is issue 18's: IDF1 >= 0.9 and under 0.1 switches per
+    # track on the sequences without long occlusions (an oracle that knows every segment's object
+    # scores IDF1 0.93 there: misses and split masks cost the rest)
+    ({"noise": False}, 0.98, 0.97, 0.05),
+    ({"noise": True}, 0.90, 0.75, 0.1),
+    ({"noise": True, "max_hidden": 2.5}, 0.78, 0.68, 0.45),
 ], ids=["clean", "noisy", "noisy-long-occlusions"])
 def test_generated_sequences_meet_their_floors(options, idf1, hota, switches):
     got = metrics(**options)
@@ -145,3 +146,59 @@ def test_overlay_colours_follow_the_track_not_the_segment_number():
     first, second = segment_palette(a, 1, track_ids=[5, 9]), segment_palette(b, 1, track_ids=[9, 5])
     assert (first[1] == second[2]).all() and (first[2] == second[1]).all()  # renumbered segments, same colours
     assert not (first[1] == first[2]).all()
+
+
+def test_a_look_alike_never_continues_a_track():
+    """Where both have embeddings, a segment that looks otherwise does not take a track
+    over, even of its own class and on the same spot (two people crossing)."""
+    look, other = np.eye(8)[0], np.eye(8)[1]
+    tracker = SegmentTracker()
+    for t in range(4):
+        ident = tracker.update(frame([box(30, 30, "person")]), t / 10, embeddings=np.array([look]))[0]
+    assert tracker.update(frame([box(31, 30, "person")]), 0.4, embeddings=np.array([other]))[0] != ident
+    assert tracker.update(frame([box(32, 30, "person")]), 0.5, embeddings=np.array([look]))[0] == ident
+
+
+def test_a_low_score_segment_finds_its_lost_track_by_its_looks():
+    """An object coming out from behind something scores low (half hidden): it gets its id
+    back where its embedding agrees, and not where it looks otherwise."""
+    look, other = np.eye(8)[0], np.eye(8)[1]
+    for embedding, keeps in ((look, True), (other, False)):
+        tracker = SegmentTracker()
+        for t in range(4):
+            ident = tracker.update(frame([box(10 + 5 * t, 40)]), t / 10, embeddings=np.array([look]))[0]
+        for t in range(4, 9):  # hidden 0.5 s behind a pillar at x 40-75
+            tracker.update(frame([]), t / 10)
+        # it comes out on the far side, half seen
+        got = tracker.update(frame([box(76, 40, score_=0.3, w=10)]), 0.9, embeddings=np.array([embedding]))[0]
+        assert (got == ident) is keeps, (got, ident)
+
+
+def test_a_piece_of_a_split_mask_starts_no_track_after_a_missed_frame():
+    """The segmenter missed the object one frame, then split it in two: the second piece
+    lies inside the track's predicted box (its last mask is two frames old) and is a piece
+    of it, not a new object."""
+    tracker = SegmentTracker()
+    look = np.eye(8)[:1]
+    for t in range(4):
+        ident = tracker.update(frame([box(10 + 4 * t, 40, w=40)]), t / 10, embeddings=look)[0]
+    tracker.update(frame([]), 0.4)
+    seen = set()
+    for t in range(5, 8):
+        x = 10 + 4 * t
+        pieces = frame([box(x, 40, w=20), box(x + 20, 40, score_=0.8, w=20)])
+        seen.update(tracker.update(pieces, t / 10, embeddings=np.repeat(look, 2, axis=0)))
+    assert seen <= {ident, 0}, seen
+    assert tracker.update(frame([box(10 + 4 * 8, 40, w=40)]), 0.8, embeddings=look)[0] == ident
+
+
+def test_an_object_turning_back_at_the_border_keeps_its_id():
+    """It left the image to the right (its last velocity points out) and comes back: the
+    sliver at the border overlaps where it was last seen."""
+    tracker = SegmentTracker(TrackerConfig(max_lost_seconds=1.0))
+    xs = [100, 110, 120, 130, 140, 150, 155, 158, 156, 150, 142]  # 160 wide image: out to 2 px, back
+    ids = []
+    for t, x in enumerate(xs):
+        w = min(20, 160 - x)
+        ids.append(tracker.update(frame([box(x, 40, w=w)]), t / 10)[0])
+    assert ids[2] > 0 and set(ids[2:]) == {ids[2]}, ids

@@ -148,6 +148,19 @@ def track(sequence: Sequence, tracker, with_embeddings: bool = True) -> list[dic
     return out
 
 
+def oracle(sequence: Sequence) -> list[dict[int, int]]:
+    """Per frame: segment id -> the object most of it shows (+1), as a tracker that never
+    errs would give: the ceiling the segmenter's misses and split masks leave."""
+    out = []
+    for objects, prediction in zip(sequence.truth, sequence.predictions):
+        things = np.array([s.id for s in prediction.segments if s.is_thing], np.int64)
+        pairs = np.bincount((prediction.panoptic * (sequence.num_objects + 1) + objects).ravel(),
+                            minlength=(int(prediction.panoptic.max()) + 1) * (sequence.num_objects + 1))
+        owner = pairs.reshape(-1, sequence.num_objects + 1)[:, 1:].argmax(axis=1) + 1
+        out.append({int(i): int(owner[i]) for i in things})
+    return out
+
+
 def score(sequence: Sequence, tracked: list[dict[int, int]]) -> dict[str, float]:
     """HOTA, MOTA, IDF1, ID switches (TrackEval) on mask IoU with the visible masks."""
     with contextlib.redirect_stdout(io.StringIO()):  # TrackEval prints its configs and optional-import notes

@@ -7,14 +7,17 @@
 Things are associated frame to frame ByteTrack-style (Zhang et al., ECCV 2022): segments
 at or above `high_score` first, against the confirmed tracks; then those between
 `low_score` and `high_score`, against the confirmed tracks left (a low score is often an
-object half hidden, not a false positive); then confident segments find lost tracks
-again near where they were, and the rest go to the young (unconfirmed) tracks. Each pass is one global assignment (SciPy's
-Hungarian solver) on a cost from mask overlap with the previous frame, box overlap with a
-constant-velocity prediction (the motion prior, in seconds: cameras drop frames), the
+object half hidden, not a false positive); then segments find lost tracks again near
+where they were (low-score ones only by their embeddings: an object coming out from behind
+something), and the confident rest go to the young (unconfirmed) tracks. Each pass is one
+global assignment (SciPy's Hungarian solver) on a cost from mask overlap with the previous frame, box overlap with a
+constant-velocity prediction (the motion prior, in seconds: cameras drop frames) or the last
+box, the
 class (a different class costs more, and after a vocabulary change only the same class
-matches) and, where both have one, the segments' embeddings. A track is confirmed after
-`min_hits` matches (its id is 0 until then) and kept `max_lost_seconds` without one
-(short occlusions). A stuff class keeps one id while it stays in view. Time going back
+matches) and, where both have one, the segments' embeddings (gated: never to an object that
+looks otherwise). A track is confirmed after `min_hits` matches (2, as ByteTrack activates
+its tracks; the id is 0 until then) and kept `max_lost_seconds` without one (short
+occlusions). A stuff class keeps one id while it stays in view. Time going back
 (a bag loop) starts afresh. One tracker per camera.
 
 Costs are whole-frame numpy (a label co-occurrence histogram on a coarse grid, box IoU
@@ -40,12 +43,12 @@ class TrackerConfig:
     class_change_cost: added for a different class (label flips between similar classes).
     embedding_weight: share of the cost from embedding distance, where there are
     embeddings; embedding_gate: the largest embedding distance ((1 - cos) / 2) at which a
-    lost track is found again. grid: the mask-overlap histogram samples every grid-th
+    segment continues a track or finds a lost one again (where both have embeddings). grid: the mask-overlap histogram samples every grid-th
     pixel each way."""
 
     high_score: float = 0.5
     low_score: float = 0.1
-    min_hits: int = 3
+    min_hits: int = 2
     max_lost_seconds: float = 1.5
     min_overlap: float = 0.1
     class_change_cost: float = 0.3
@@ -126,7 +129,9 @@ class SegmentTracker:
         scores = np.array([segments[i].score for i in things], float)
         labels = [segments[i].label for i in things]
         mask_iou, inside = self._mask_overlap(coarse, np.array([segments[i].id for i in things], np.int64))
-        similarity = np.maximum(mask_iou, _box_iou(boxes, predicted))
+        # box overlap where the motion prior puts the track or where it was last seen (an
+        # object that stopped or turned back: at a border, its sliver's velocity is stale)
+        similarity = np.maximum(mask_iou, np.maximum(_box_iou(boxes, predicted), _box_iou(boxes, tracks.boxes)))
         cost = 1.0 - similarity
         same = np.array([[label == t for t in tracks.labels] for label in labels], bool).reshape(len(things), len(tracks.labels))
         same_vocabulary = tracks.version[None, :] == int(getattr(prediction, "vocabulary_version", 0))
@@ -135,9 +140,9 @@ class SegmentTracker:
         distance, known = self._embedding_distance(own)
         if distance is not None:
             cost = np.where(known, (1 - cfg.embedding_weight) * cost + cfg.embedding_weight * distance, cost)
-            # a class change only where the embeddings agree (a flip between similar
-            # classes), never to an object that looks otherwise
-            cost = np.where(known & ~same & (distance > cfg.embedding_gate), _INFEASIBLE, cost)
+            # never to an object that looks otherwise: not a look-alike of its class that
+            # crosses it, nor another class (a label flip keeps the embedding)
+            cost = np.where(known & (distance > cfg.embedding_gate), _INFEASIBLE, cost)
         cost = np.where(similarity >= cfg.min_overlap, cost, _INFEASIBLE)
 
         # two passes: confident segments against every track, then the rest against the
@@ -152,17 +157,25 @@ class SegmentTracker:
             self._assign(cost, rows[matched_track[rows] < 0], free & confirmed, matched_track, free)
         # a third pass finds lost confirmed tracks again where motion cannot (an object that
         # turned back while out of view or hidden): near where it was last seen or was
-        # predicted to be, same class, by embedding where there are embeddings
-        # (a segment lying mostly on another track's last mask is a piece of that object)
-        covered = _covered(inside, matched_track)
+        # predicted to be, same class, by embedding where there are embeddings. A segment
+        # lying mostly on the last mask of a track matched already, or inside its predicted
+        # box with its class and looks (its last mask may be older: a missed frame), is a
+        # piece of that object: it neither finds nor starts a track
+        piece = same if distance is None else same & (~known | (distance <= cfg.embedding_gate))
+        part_of = _part_of(np.maximum(inside, np.where(piece, _box_inside(boxes, predicted), 0.0)), matched_track)
+        covered = part_of >= 0
         refind = self._refind_cost(boxes, predicted, same, distance, known)
         lost = free & confirmed & (tracks.last_seen < (self._previous_stamp if self._previous_stamp is not None else stamp))
         self._assign(refind, high[(matched_track[high] < 0) & ~covered[high]], lost, matched_track, free)
+        if distance is not None:  # an object coming out from behind something scores low: its looks decide
+            refind_by_looks = np.where(known, refind, _INFEASIBLE)
+            self._assign(refind_by_looks, low[(matched_track[low] < 0) & ~covered[low]], lost, matched_track, free)
         self._assign(cost, high[(matched_track[high] < 0) & ~covered[high]], free & ~confirmed, matched_track, free)
 
-        # matched tracks: new box, velocity (smoothed), hits, class
+        # matched tracks: new box (with its pieces: the object's), velocity (smoothed), hits, class
         seg_rows = np.flatnonzero(matched_track >= 0)
         track_rows = matched_track[seg_rows]
+        boxes, part_of = _with_pieces(boxes, matched_track, part_of, predicted)
         if seg_rows.size:
             elapsed = np.maximum(stamp - tracks.last_seen[track_rows], 1e-3)[:, None]
             measured = (boxes[seg_rows] - tracks.boxes[track_rows]) / elapsed
@@ -188,6 +201,7 @@ class SegmentTracker:
         tracks.keep(keep)
         if index.size:
             matched_track = np.where(matched_track >= 0, index[np.maximum(matched_track, 0)], -1)
+            part_of = np.where(part_of >= 0, index[np.maximum(part_of, 0)], -1)
         # a confident leftover starts a track unless it lies mostly on a track's last mask
         # (a piece of a split mask, a duplicate): that object is tracked already
         start = np.flatnonzero((matched_track < 0) & (scores >= cfg.high_score) & ~covered)
@@ -199,7 +213,8 @@ class SegmentTracker:
         confirmed_now = np.zeros(len(things), bool)
         confirmed_now[ok] = tracks.hits[matched_track[ok]] >= cfg.min_hits
         result[things[confirmed_now]] = tracks.ids[matched_track[confirmed_now]]
-        self._remember(coarse, prediction, things, matched_track)
+        # pieces are remembered as part of their track's mask (their ids stay 0: one id, one segment)
+        self._remember(coarse, prediction, things, np.where(matched_track >= 0, matched_track, part_of))
         return result.tolist()
 
     @staticmethod
@@ -294,11 +309,12 @@ class SegmentTracker:
         return result, inside
 
     def _remember(self, coarse, prediction, things, matched_track) -> None:
-        """The coarse grid of this frame, each pixel as the row of its segment's track."""
+        """The coarse grid of this frame, each pixel as 1 + the row of its track's id in
+        _previous_ids (several segments can be one track: the pieces of a split mask)."""
         ok = matched_track >= 0
-        ids = self._tracks.ids[matched_track[ok]]
+        ids, track_of_segment = np.unique(self._tracks.ids[matched_track[ok]], return_inverse=True)
         segment_ids = np.array([prediction.segments[i].id for i in things[ok]], np.int64)
-        self._previous_map = _rows_of(coarse, segment_ids)
+        self._previous_map = np.concatenate([[0], track_of_segment.ravel() + 1])[_rows_of(coarse, segment_ids)]
         self._previous_ids = ids
 
 
@@ -314,14 +330,42 @@ def _corners(bbox) -> tuple[float, float, float, float]:
     return float(x), float(y), float(x + w), float(y + h)
 
 
-def _covered(inside: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
-    """Per segment: half or more of it lies on the last mask of a track that another
-    segment matched (a piece of a split mask, or a duplicate)."""
+def _part_of(inside: np.ndarray, matched_track: np.ndarray) -> np.ndarray:
+    """Per unmatched segment, the track another segment matched that over half of it lies on
+    (`inside`: [segments, tracks] shares): it is a piece of a split mask, or a duplicate
+    (-1: none)."""
     if not inside.size:
-        return np.zeros(len(matched_track), bool)
+        return np.full(len(matched_track), -1, np.int64)
     taken = np.zeros(inside.shape[1], bool)
     taken[matched_track[matched_track >= 0]] = True
-    return (matched_track < 0) & (np.where(taken[None, :], inside, 0.0).max(axis=1) > 0.5)
+    shares = np.where(taken[None, :], inside, 0.0)
+    best = shares.argmax(axis=1)
+    return np.where((matched_track < 0) & (shares[np.arange(len(best)), best] > 0.5), best, -1)
+
+
+def _with_pieces(boxes, matched_track, part_of, predicted) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes where each matched segment's box grows to hold the pieces of its track, where
+    a piece touches it and together they are about the size the track was predicted to have
+    (not an object of its class passing by), and `part_of` for those pieces only."""
+    pieces = np.flatnonzero(part_of >= 0)
+    if not pieces.size:
+        return boxes, part_of
+    segment_of_track = np.full(len(predicted), -1, np.int64)
+    matched = np.flatnonzero(matched_track >= 0)
+    segment_of_track[matched_track[matched]] = matched
+    owner = segment_of_track[part_of[pieces]]
+    union = np.concatenate([np.minimum(boxes[owner, :2], boxes[pieces, :2]), np.maximum(boxes[owner, 2:], boxes[pieces, 2:])], 1)
+    expected = predicted[part_of[pieces]]
+    gap = np.maximum(boxes[pieces, :2] - boxes[owner, 2:], boxes[owner, :2] - boxes[pieces, 2:]).max(axis=1)
+    fits = (gap <= 2) & (_area(union) <= 1.3 * _area(expected))
+    pieces, owner = pieces[fits], owner[fits]
+    merged, kept = boxes.copy(), np.full_like(part_of, -1)
+    kept[pieces] = part_of[pieces]
+    np.minimum.at(merged[:, 0], owner, boxes[pieces, 0])
+    np.minimum.at(merged[:, 1], owner, boxes[pieces, 1])
+    np.maximum.at(merged[:, 2], owner, boxes[pieces, 2])
+    np.maximum.at(merged[:, 3], owner, boxes[pieces, 3])
+    return merged, kept
 
 
 def _whole(new: np.ndarray, old: np.ndarray, shape) -> np.ndarray:
@@ -332,6 +376,22 @@ def _whole(new: np.ndarray, old: np.ndarray, shape) -> np.ndarray:
     area_old = np.maximum((old[:, 2] - old[:, 0]) * (old[:, 3] - old[:, 1]), 1e-9)
     ratio = area_new / area_old
     return clear & (ratio > 0.75) & (ratio < 1.33)
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _box_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] share of each box of a that lies inside each box of b."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    return inter / np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)[:, None]
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "pixels are copied", minimum=1, maximum=1_000_000_000,
     ),
     ParameterSpec("tracking", True, "give segments identities across frames (Segment.track_id, detection ids, overlay)"),
-    ParameterSpec("track_min_hits", 3, "frames a thing is seen in before it gets a track id", minimum=1, maximum=30),
+    ParameterSpec("track_min_hits", 2, "frames a thing is seen in before it gets a track id", minimum=1, maximum=30),
     ParameterSpec("track_max_lost", 1.5, "seconds a track survives unseen (occlusions, dropped frames)", minimum=0.0, maximum=60.0),
     ParameterSpec("track_high_score", 0.5, "segments at or above this score are associated first and start tracks",
                   minimum=0.0, maximum=1.0),
@@ -152,7 +152,7 @@ class NodeParameters:
     diagnostics_period: float = 1.0
     max_image_pixels: int = 50_000_000
     tracking: bool = True
-    track_min_hits: int = 3
+    track_min_hits: int = 2
     track_max_lost: float = 1.5
     track_high_score: float = 0.5
     track_low_score: float = 0.1
