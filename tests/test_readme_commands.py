@@ -69,7 +69,7 @@ EXPECTATIONS = (
     Expect(r"^ovseg build-engine", code=2, output="needs TensorRT's Python bindings"),
     Expect(r"^ovseg-synthetic datasets/synthetic --train 200 --val 40$", files=("datasets/synthetic/train.json",)),
     Expect(r"^ovseg-train --config training/configs/synthetic\.json$", files=("output/synthetic/model_0000300.pth",)),
-    Expect(r"^ovseg-eval --checkpoint output/synthetic/model_0000300\.pth", output=r'"pq": '),
+    Expect(r"^ovseg-eval --checkpoint output/synthetic/model_0000300\.pth", output=r"\(percent\) +PQ +SQ +RQ"),
     Expect(r"^ovseg-train --config training/configs/coco_r50\.json", code=2, output="dataset annotations not found"),
     Expect(r"^torchrun --nproc-per-node 8 -m ovseg_training\.train", code=None, output="dataset annotations not found"),
     Expect(r"^torchrun --nnodes 2", not_run="needs a second machine at HOST:29500"),

@@ -26,13 +26,22 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+def read_panoptic_png(path: str | Path) -> np.ndarray:
+    """The id map of a COCO panoptic PNG (24-bit ids)."""
+    png = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if png is None:
+        raise FileNotFoundError(f"cannot read {path}")
+    return rgb_to_id(cv2.cvtColor(png, cv2.COLOR_BGR2RGB))
+
+
 class PanopticDataset(Dataset):
     """One item: image [3, H, W] uint8, masks [N, H, W] bool, labels [N] (contiguous class
     index), is_crowd [N]. Images without annotated segments are left out."""
 
-    def __init__(self, annotations: str | Path, images: str | Path, panoptic_masks: str | Path, transform=None) -> None:
+    def __init__(self, annotations: str | Path, images: str | Path | None, panoptic_masks: str | Path, transform=None) -> None:
+        """images: None where only the ground truth is read (scoring saved predictions)."""
         for path, what in ((annotations, "annotations"), (images, "images folder"), (panoptic_masks, "panoptic masks folder")):
-            if not Path(path).exists():
+            if path is not None and not Path(path).exists():
                 raise FileNotFoundError(
                     f"dataset {what} not found: {path} (see training/README.md for the COCO panoptic layout, "
                     "or write a small synthetic set with ovseg-synthetic)"
@@ -44,8 +53,9 @@ class PanopticDataset(Dataset):
         self.categories = [Category(c["id"], c["name"], bool(c.get("isthing", 0))) for c in spec["categories"]]
         self.contiguous = {c.id: i for i, c in enumerate(self.categories)}
         files = {image["id"]: image["file_name"] for image in spec["images"]}
-        self.records = [a for a in spec["annotations"] if a.get("segments_info")]
-        self.images_dir, self.masks_dir = Path(images), Path(panoptic_masks)
+        self.annotations = spec["annotations"]  # every image, as evaluation takes them
+        self.records = [a for a in self.annotations if a.get("segments_info")]
+        self.images_dir, self.masks_dir = None if images is None else Path(images), Path(panoptic_masks)
         self.files = files
         self.transform = transform
 
@@ -67,10 +77,7 @@ class PanopticDataset(Dataset):
         bgr = cv2.imread(str(image_file), cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"cannot read {image_file}")
-        png = cv2.imread(str(self.masks_dir / record["file_name"]), cv2.IMREAD_COLOR)
-        if png is None:
-            raise FileNotFoundError(f"cannot read {self.masks_dir / record['file_name']}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rgb_to_id(cv2.cvtColor(png, cv2.COLOR_BGR2RGB)), record["segments_info"]
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), read_panoptic_png(self.masks_dir / record["file_name"]), record["segments_info"]
 
     def __getitem__(self, index: int) -> dict:
         image, ids, segments = self.load(index)
