@@ -18,6 +18,10 @@ class DataConfig:
     max_scale: float = 2.0
     flip: bool = True
     workers: int = 4
+    # the classes' text: "auto" (COCO panoptic: the published prompt-engineered names and
+    # synonyms, as EOV-Seg trains; other datasets: their JSON names), "json",
+    # "coco_published", "ade20k_published"
+    class_names: str = "auto"
 
 
 @dataclass
@@ -35,6 +39,8 @@ class LossConfig:
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
+    weight_decay_norm: float = 0.0  # normalisation layers
+    weight_decay_embed: float = 0.0  # nn.Embedding (query kernels, void)
     clip_grad_norm: float = 0.01  # over the full model
     steps: tuple[int, ...] = (163889, 187546)
     gamma: float = 0.1
@@ -97,3 +103,33 @@ def _check_fields(section, given: dict, prefix: str) -> None:
     unknown = sorted(set(given) - known)
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(prefix + u for u in unknown)}; known: {', '.join(sorted(known))}")
+
+
+@dataclass
+class EvalConfig:
+    """What `ovseg-eval --config` reads: the split, its class names and the test-time
+    settings (ovseg_ros.config.InferenceConfig's fields; its defaults are the published R50
+    test settings). Paths relative to where the command runs."""
+
+    annotations: str = ""
+    images: str = ""
+    panoptic_masks: str = ""
+    class_names: str = "auto"
+    inference: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> EvalConfig:
+        from ovseg_ros.config import InferenceConfig
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path} (example: training/configs/eval_ade20k.json)")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object with EvalConfig fields")
+        _check_fields(cls, values, "")
+        _check_fields(InferenceConfig, values.get("inference", {}) or {}, "inference.")
+        return cls(**values)

@@ -228,7 +228,7 @@ def score_predictions(dataset, predictions: str | Path, prediction_masks: str | 
                                   f"{json.dumps(record)[:120]}")
         by_image[record["image_id"]] = record
     scores = Scores(dataset.categories)
-    for gt in dataset.annotations:
+    for gt in dataset.records:
         record = by_image.get(gt["image_id"])
         if record is None:
             raise PredictionError(f"{predictions}: no prediction for the image with id {gt['image_id']}")
@@ -260,14 +260,18 @@ def evaluate(predictor, dataset, limit: int | None = None, progress: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ovseg_training.data import PanopticDataset
+    from ovseg_training.config import EvalConfig
+    from ovseg_training.data import CLASS_NAMES, PanopticDataset
 
     parser = argparse.ArgumentParser(
         description="PQ / SQ / RQ (all, things, stuff; per category) and mIoU, in percent, on a COCO-panoptic-format "
         "split: of a checkpoint (--checkpoint, runs the model on --images) or of saved COCO-format predictions "
         "(--predictions JSON --prediction-masks DIR, no model).")
-    parser.add_argument("--annotations", required=True, help="ground truth: panoptic_val2017.json")
-    parser.add_argument("--panoptic-masks", required=True, help="ground truth: the folder of its PNGs")
+    parser.add_argument("--config", help="a JSON of the split, class names and test settings (training/configs/eval_*.json); "
+                        "the options below override it")
+    parser.add_argument("--annotations", help="ground truth: panoptic_val2017.json")
+    parser.add_argument("--panoptic-masks", help="ground truth: the folder of its PNGs")
+    parser.add_argument("--class-names", choices=CLASS_NAMES, help="the classes' text (default: auto, see training/README.md)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a checkpoint to run on --images")
     source.add_argument("--predictions", help="COCO panoptic results JSON ({\"annotations\": [...]}, matched by image_id)")
@@ -278,19 +282,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="the first N images only (with --checkpoint)")
     parser.add_argument("--json", type=Path, help="also write the result (summary and per-category rows) here")
     args = parser.parse_args(argv)
+    try:
+        config = EvalConfig.from_file(args.config) if args.config else EvalConfig()
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.annotations = args.annotations or config.annotations
+    args.panoptic_masks = args.panoptic_masks or config.panoptic_masks
+    args.images = args.images or config.images or None
+    args.class_names = args.class_names or config.class_names
+    if not args.annotations or not args.panoptic_masks:
+        parser.error("the ground truth is needed: --annotations and --panoptic-masks (or a --config naming them)")
     if args.predictions and not args.prediction_masks:
         parser.error("--predictions needs --prediction-masks (the folder of its PNGs)")
     if args.checkpoint and not args.images:
         parser.error("--checkpoint needs --images")
     try:  # dataset and checkpoint are checked before the model is built
-        dataset = PanopticDataset(args.annotations, args.images if args.checkpoint else None, args.panoptic_masks)
+        dataset = PanopticDataset(args.annotations, args.images if args.checkpoint else None, args.panoptic_masks,
+                                  class_names=args.class_names)
         if args.predictions:
             result = score_predictions(dataset, args.predictions, args.prediction_masks)
         else:
             from ovseg_ros.config import InferenceConfig
             from ovseg_ros.predictor import Predictor
 
-            predictor = Predictor.from_checkpoint(args.checkpoint, args.variant, args.device, InferenceConfig())
+            predictor = Predictor.from_checkpoint(args.checkpoint, args.variant, args.device, InferenceConfig(**config.inference))
             result = evaluate(predictor, dataset, args.limit, progress=True)
     except (FileNotFoundError, ValueError) as exc:  # PredictionError is a ValueError
         print(f"error: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ from ovseg_ros.postprocess import class_logits
 from ovseg_ros.vocabulary import TextEmbedder, Vocabulary
 from ovseg_training.config import TrainConfig
 from ovseg_training.data import LargeScaleJitter, PanopticDataset, collate
+from ovseg_training.init import initialize_like_published
 from ovseg_training.losses import SetCriterion
 
 log = logging.getLogger("ovseg_training")
@@ -43,14 +44,47 @@ def build_model(config: TrainConfig) -> EOVSeg:
     model = EOVSeg(variant_config(config.variant))
     if config.init_checkpoint:
         load_checkpoint(model, config.init_checkpoint)
-    elif config.clip_resnet and config.clip_vit:
-        load_clip_towers(model, config.clip_resnet, config.clip_vit)
     else:
-        log.warning("no init_checkpoint and no CLIP files: the frozen CLIP towers keep random weights")
+        initialize_like_published(model)
+        if config.clip_resnet and config.clip_vit:
+            load_clip_towers(model, config.clip_resnet, config.clip_vit)
+        else:
+            log.warning("no init_checkpoint and no CLIP files: the frozen CLIP towers keep random weights")
     for frozen in (model.image_encoder, model.text_encoder, model.vit_stem):
         frozen.requires_grad_(False)
     model.clip_logit_scale.requires_grad_(False)
     return model
+
+
+NORM_LAYERS = (  # detectron2's get_default_optimizer_params: these take weight_decay_norm
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm, torch.nn.GroupNorm,
+    torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d, torch.nn.LayerNorm, torch.nn.LocalResponseNorm,
+)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, weight_decay_norm: float = 0.0,
+                     weight_decay_embed: float = 0.0) -> list[dict]:
+    """The trainable parameters in AdamW groups as the published recipe has them
+    (detectron2's get_default_optimizer_params, as EOV-Seg's build_optimizer calls it):
+    normalisation layers' weights and biases take `weight_decay_norm`, embeddings
+    (nn.Embedding: the query kernels; and the void embedding, an nn.Embedding there)
+    `weight_decay_embed`, the rest `weight_decay`."""
+    norm, embed, rest, seen = [], [], [], set()
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            full = f"{module_name}.{name}" if module_name else name
+            if isinstance(module, NORM_LAYERS):
+                norm.append(parameter)
+            elif isinstance(module, torch.nn.Embedding) or full == "void_embedding":
+                embed.append(parameter)
+            else:
+                rest.append(parameter)
+    groups = [{"params": rest, "weight_decay": weight_decay}, {"params": norm, "weight_decay": weight_decay_norm},
+              {"params": embed, "weight_decay": weight_decay_embed}]
+    return [g for g in groups if g["params"]]
 
 
 @dataclass
@@ -116,7 +150,8 @@ class Trainer:
         self.criterion = SetCriterion(len(dataset.class_names), config.loss)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=o.lr, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay, o.weight_decay_norm, o.weight_decay_embed),
+                                           lr=o.lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(o.steps), gamma=o.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.iteration = 0
@@ -292,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything that can be wrong with the inputs, before a model is built
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         d = config.data
-        dataset = PanopticDataset(Path(d.root) / d.annotations, Path(d.root) / d.images, Path(d.root) / d.panoptic_masks)
+        dataset = PanopticDataset(Path(d.root) / d.annotations, Path(d.root) / d.images, Path(d.root) / d.panoptic_masks,
+                                  class_names=d.class_names)
         for path, what in ((config.init_checkpoint, "init_checkpoint"), (config.clip_resnet, "clip_resnet"), (config.clip_vit, "clip_vit")):
             if path and not Path(path).is_file():
                 raise FileNotFoundError(f"{what} not found: {path}")
