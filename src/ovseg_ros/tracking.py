@@ -382,30 +382,28 @@ def _area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def _box_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[len(a), len(b)] share of each box of a that lies inside each box of b."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
+def _box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] intersection areas of x0, y0, x1, y1 boxes."""
     x0 = np.maximum(a[:, None, 0], b[None, :, 0])
     y0 = np.maximum(a[:, None, 1], b[None, :, 1])
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
     y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    return inter / np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)[:, None]
+    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+
+
+def _box_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] share of each box of a that lies inside each box of b."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    return _box_intersection(a, b) / np.maximum(_area(a), 1e-9)[:, None]
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[len(a), len(b)] IoU of x0, y0, x1, y1 boxes."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    inter = _box_intersection(a, b)
+    return inter / np.maximum(_area(a)[:, None] + _area(b)[None, :] - inter, 1e-9)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -86,16 +86,20 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         """A JSON config file; FileNotFoundError or ValueError saying what is wrong."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path} (examples: training/configs/*.json)")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a JSON object with TrainConfig fields")
-        return cls.from_dict(values)
+        return cls.from_dict(_read_object(path, "TrainConfig", "training/configs/*.json"))
+
+
+def _read_object(path: str | Path, what: str, example: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path} (example: {example})")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object with {what} fields")
+    return values
 
 
 def _check_fields(section, given: dict, prefix: str) -> None:
@@ -121,15 +125,7 @@ class EvalConfig:
     def from_file(cls, path: str | Path) -> EvalConfig:
         from ovseg_ros.config import InferenceConfig
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path} (example: training/configs/eval_ade20k.json)")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a JSON object with EvalConfig fields")
+        values = _read_object(path, "EvalConfig", "training/configs/eval_ade20k.json")
         _check_fields(cls, values, "")
         _check_fields(InferenceConfig, values.get("inference", {}) or {}, "inference.")
         return cls(**values)
