@@ -504,15 +504,18 @@ def gpu_memory_allocated(device: torch.device) -> int | None:
 
 
 def _interrupt_once(signum, frame) -> None:
-    """The first Ctrl-C stops the node. Ctrl-C reaches both `ros2 launch` and the node,
-    and launch forwards one more: the SIGINTs after the first are ignored from the moment
-    it arrives, so none can break the clean shutdown halfway."""
+    """The first Ctrl-C (or SIGTERM: systemd, docker stop, `timeout`) stops the node.
+    Ctrl-C reaches both `ros2 launch` and the node, and launch forwards one more: the
+    signals after the first are ignored from the moment it arrives, so none can break the
+    clean shutdown halfway."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def main(args=None) -> None:
-    signal.signal(signal.SIGINT, _interrupt_once)  # before rclpy.init: rclpy's handler chains to it
+    for stop in (signal.SIGINT, signal.SIGTERM):  # before rclpy.init: rclpy's handlers chain to them
+        signal.signal(stop, _interrupt_once)
     rclpy.init(args=args)
     node, executor, code = None, None, 0
     try:
@@ -538,8 +541,14 @@ def main(args=None) -> None:
                 executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # rclpy's signal handler shuts the context down before ours runs: an executor call
+        # in between fails on the dead context (RCLError), which is the same stop
+        if rclpy.ok():
+            raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # shutting down, however it started
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         if node is not None:
