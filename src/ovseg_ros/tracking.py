@@ -109,6 +109,8 @@ class SegmentTracker:
         self._previous_stamp, self._last_stamp = self._last_stamp, stamp
         segments = prediction.segments
         cfg, tracks = self.config, self._tracks
+        panoptic = np.asarray(prediction.panoptic)
+        version = int(getattr(prediction, "vocabulary_version", 0))
         if embeddings is None:
             embeddings = getattr(prediction, "embeddings", None)
         result = np.zeros(len(segments), np.int64)
@@ -121,10 +123,10 @@ class SegmentTracker:
         # drop tracks lost too long; predict the others' boxes to this frame
         alive = stamp - tracks.last_seen <= cfg.max_lost_seconds
         tracks.keep(alive)
-        height, width = np.asarray(prediction.panoptic).shape
+        height, width = panoptic.shape
         predicted = tracks.boxes + tracks.velocity * (stamp - tracks.last_seen)[:, None]
         predicted = np.clip(predicted, 0, [width, height, width, height])  # what of it the camera can see
-        coarse = np.asarray(prediction.panoptic)[:: cfg.grid, :: cfg.grid]
+        coarse = panoptic[:: cfg.grid, :: cfg.grid]
         boxes = np.array([_corners(segments[i].bbox) for i in things], float).reshape(-1, 4)
         scores = np.array([segments[i].score for i in things], float)
         labels = [segments[i].label for i in things]
@@ -134,15 +136,16 @@ class SegmentTracker:
         similarity = np.maximum(mask_iou, np.maximum(_box_iou(boxes, predicted), _box_iou(boxes, tracks.boxes)))
         cost = 1.0 - similarity
         same = np.array([[label == t for t in tracks.labels] for label in labels], bool).reshape(len(things), len(tracks.labels))
-        same_vocabulary = tracks.version[None, :] == int(getattr(prediction, "vocabulary_version", 0))
+        same_vocabulary = tracks.version[None, :] == version
         cost = np.where(same, cost, np.where(same_vocabulary, cost + cfg.class_change_cost, _INFEASIBLE))
         own = None if embeddings is None else _unit(np.asarray(embeddings, float)[things])  # the things' rows
         distance, known = self._embedding_distance(own)
+        # never to an object that looks otherwise: not a look-alike of its class that
+        # crosses it, nor another class (a label flip keeps the embedding)
+        unlike = np.zeros(cost.shape, bool) if distance is None else known & (distance > cfg.embedding_gate)
         if distance is not None:
             cost = np.where(known, (1 - cfg.embedding_weight) * cost + cfg.embedding_weight * distance, cost)
-            # never to an object that looks otherwise: not a look-alike of its class that
-            # crosses it, nor another class (a label flip keeps the embedding)
-            cost = np.where(known & (distance > cfg.embedding_gate), _INFEASIBLE, cost)
+        cost = np.where(unlike, _INFEASIBLE, cost)
         cost = np.where(similarity >= cfg.min_overlap, cost, _INFEASIBLE)
 
         # two passes: confident segments against every track, then the rest against the
@@ -161,10 +164,10 @@ class SegmentTracker:
         # lying mostly on the last mask of a track matched already, or inside its predicted
         # box with its class and looks (its last mask may be older: a missed frame), is a
         # piece of that object: it neither finds nor starts a track
-        piece = same if distance is None else same & (~known | (distance <= cfg.embedding_gate))
+        piece = same & ~unlike
         part_of = _part_of(np.maximum(inside, np.where(piece, _box_inside(boxes, predicted), 0.0)), matched_track)
         covered = part_of >= 0
-        refind = self._refind_cost(boxes, predicted, same, distance, known)
+        refind = self._refind_cost(boxes, predicted, piece, distance, known)
         lost = free & confirmed & (tracks.last_seen < (self._previous_stamp if self._previous_stamp is not None else stamp))
         self._assign(refind, high[(matched_track[high] < 0) & ~covered[high]], lost, matched_track, free)
         if distance is not None:  # an object coming out from behind something scores low: its looks decide
@@ -181,15 +184,15 @@ class SegmentTracker:
             measured = (boxes[seg_rows] - tracks.boxes[track_rows]) / elapsed
             first = tracks.hits[track_rows] == 1
             # a box cut by the border or shrunk or grown by occlusion says little about motion
-            whole = _whole(boxes[seg_rows], tracks.boxes[track_rows], np.asarray(prediction.panoptic).shape)
+            whole = _whole(boxes[seg_rows], tracks.boxes[track_rows], panoptic.shape)
             smoothed = np.where(first[:, None], measured, 0.5 * tracks.velocity[track_rows] + 0.5 * measured)
             tracks.velocity[track_rows] = np.where(whole[:, None], smoothed, tracks.velocity[track_rows])
-            diagonal = np.hypot(boxes[seg_rows, 2] - boxes[seg_rows, 0], boxes[seg_rows, 3] - boxes[seg_rows, 1])
+            diagonal = _diagonal(boxes[seg_rows])
             tracks.extent[track_rows] = np.where(whole, diagonal, np.maximum(tracks.extent[track_rows], diagonal))
             tracks.boxes[track_rows] = boxes[seg_rows]
             tracks.last_seen[track_rows] = stamp
             tracks.hits[track_rows] += 1
-            tracks.version[track_rows] = int(getattr(prediction, "vocabulary_version", 0))
+            tracks.version[track_rows] = version
             for seg_row, track_row in zip(seg_rows, track_rows):
                 tracks.labels[track_row] = labels[seg_row]
             if own is not None:
@@ -206,8 +209,7 @@ class SegmentTracker:
         # (a piece of a split mask, a duplicate): that object is tracked already
         start = np.flatnonzero((matched_track < 0) & (scores >= cfg.high_score) & ~covered)
         if start.size:
-            self._add(boxes[start], [labels[i] for i in start], stamp, int(getattr(prediction, "vocabulary_version", 0)),
-                      None if own is None else own[start])
+            self._add(boxes[start], [labels[i] for i in start], stamp, version, None if own is None else own[start])
             matched_track[start] = len(tracks.ids) - start.size + np.arange(start.size)
         ok = matched_track >= 0
         confirmed_now = np.zeros(len(things), bool)
@@ -237,9 +239,10 @@ class SegmentTracker:
         distance = (1.0 - own @ np.nan_to_num(tracks.embeddings).T) / 2
         return distance, np.isfinite(own).all(1)[:, None] & np.isfinite(tracks.embeddings).all(1)[None, :]
 
-    def _refind_cost(self, boxes, predicted, same, apart, known) -> np.ndarray:
+    def _refind_cost(self, boxes, predicted, allowed, apart, known) -> np.ndarray:
         """[things, tracks] cost of finding a lost track again: centre distance to where it
-        was last seen or predicted, in track sizes (gate: 1.5), plus embedding distance."""
+        was last seen or predicted, in track sizes (gate: 1.5), plus embedding distance;
+        only where `allowed` (same class, not looking otherwise)."""
         tracks, cfg = self._tracks, self.config
         centre = (boxes[:, None, :2] + boxes[:, None, 2:]) / 2
         last = (tracks.boxes[None, :, :2] + tracks.boxes[None, :, 2:]) / 2
@@ -249,8 +252,7 @@ class SegmentTracker:
         cost = distance / 2
         if apart is not None:
             cost = np.where(known, 0.5 * cost + 0.5 * apart / max(cfg.embedding_gate, 1e-6), cost)
-            cost = np.where(known & (apart > cfg.embedding_gate), _INFEASIBLE, cost)
-        return np.where(same & (distance <= 1.5), cost, _INFEASIBLE)
+        return np.where(allowed & (distance <= 1.5), cost, _INFEASIBLE)
 
     def _stuff_id(self, label: str, stamp: float) -> int:
         known = self._stuff.get(label)
@@ -267,7 +269,7 @@ class SegmentTracker:
         tracks.labels += labels
         tracks.boxes = np.concatenate([tracks.boxes, boxes])
         tracks.velocity = np.concatenate([tracks.velocity, np.zeros((count, 4))])
-        tracks.extent = np.concatenate([tracks.extent, np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])])
+        tracks.extent = np.concatenate([tracks.extent, _diagonal(boxes)])
         tracks.last_seen = np.concatenate([tracks.last_seen, np.full(count, stamp)])
         tracks.hits = np.concatenate([tracks.hits, np.ones(count, np.int64)])
         tracks.version = np.concatenate([tracks.version, np.full(count, version, np.int64)])
@@ -372,14 +374,16 @@ def _whole(new: np.ndarray, old: np.ndarray, shape) -> np.ndarray:
     """Per box pair: the new box is clear of the image border and of about the old size."""
     height, width = shape
     clear = (new[:, 0] > 1) & (new[:, 1] > 1) & (new[:, 2] < width - 1) & (new[:, 3] < height - 1)
-    area_new = (new[:, 2] - new[:, 0]) * (new[:, 3] - new[:, 1])
-    area_old = np.maximum((old[:, 2] - old[:, 0]) * (old[:, 3] - old[:, 1]), 1e-9)
-    ratio = area_new / area_old
+    ratio = _area(new) / np.maximum(_area(old), 1e-9)
     return clear & (ratio > 0.75) & (ratio < 1.33)
 
 
 def _area(boxes: np.ndarray) -> np.ndarray:
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _diagonal(boxes: np.ndarray) -> np.ndarray:
+    return np.hypot(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
 
 
 def _box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
