@@ -44,9 +44,13 @@ class PQStat:
             raise PredictionError(f"{image}: the prediction is {np.shape(pred_ids)[:2]}, the ground truth {np.shape(gt_ids)[:2]}")
         gt_info = {int(s["id"]): s for s in gt_segments}
         pred_info = {int(s["id"]): s for s in pred_segments}
-        gt_ids, pred_ids = np.asarray(gt_ids, np.int64), np.asarray(pred_ids, np.int64)
-        labels, counts = np.unique(pred_ids, return_counts=True)
-        pred_area = {int(label): int(count) for label, count in zip(labels, counts)}
+        # one pass over the pixels: every (gt, prediction) pair's count; areas are its sums
+        pairs, counts = np.unique(np.asarray(gt_ids, np.int64) * OFFSET + np.asarray(pred_ids, np.int64), return_counts=True)
+        intersection = {(int(p // OFFSET), int(p % OFFSET)): int(c) for p, c in zip(pairs, counts)}
+        pred_area, gt_pixels = defaultdict(int), defaultdict(int)
+        for (g, p), inter in intersection.items():
+            pred_area[p] += inter
+            gt_pixels[g] += inter
         unlisted = sorted(set(pred_area) - set(pred_info) - {VOID})
         if unlisted:
             raise PredictionError(f"{image}: segment ids {unlisted} are in the PNG but not in the JSON")
@@ -58,11 +62,7 @@ class PQStat:
             if unknown:
                 raise PredictionError(f"{image}: segment {unknown[0][0]} has category_id {unknown[0][1]}, "
                                       "which the ground truth's categories do not have")
-        labels, counts = np.unique(gt_ids, return_counts=True)
-        gt_pixels = dict(zip(labels.tolist(), counts.tolist()))
         gt_area = {g: int(info.get("area", gt_pixels.get(g, 0))) for g, info in gt_info.items()}
-        pairs, counts = np.unique(gt_ids * OFFSET + pred_ids, return_counts=True)
-        intersection = {(int(p // OFFSET), int(p % OFFSET)): int(c) for p, c in zip(pairs, counts)}
 
         matched_gt, matched_pred = set(), set()
         for (g, p), inter in intersection.items():
@@ -157,11 +157,11 @@ def semantic_map(ids: np.ndarray, segments: list[dict], contiguous: dict[int, in
     ids = np.asarray(ids, np.int64)
     lookup_ids = np.array([int(s["id"]) for s in segments], np.int64)
     classes = np.array([contiguous.get(s["category_id"], -1) for s in segments], np.int64)
-    order = np.argsort(lookup_ids)
-    lookup_ids, classes = lookup_ids[order], classes[order]
-    where = np.clip(np.searchsorted(lookup_ids, ids), 0, max(len(lookup_ids) - 1, 0))
     if not len(lookup_ids):
         return np.full(ids.shape, -1, np.int64)
+    order = np.argsort(lookup_ids)
+    lookup_ids, classes = lookup_ids[order], classes[order]
+    where = np.clip(np.searchsorted(lookup_ids, ids), 0, len(lookup_ids) - 1)
     return np.where(lookup_ids[where] == ids, classes[where], -1)
 
 
