@@ -71,6 +71,7 @@ EXPECTATIONS = (
     Expect(r"^ovseg-train --config training/configs/synthetic\.json$", files=("output/synthetic/model_0000300.pth",)),
     Expect(r"^ovseg-eval --checkpoint output/synthetic/model_0000300\.pth", output=r"\(percent\) +PQ +SQ +RQ"),
     Expect(r"^ovseg-train --config training/configs/coco_r50\.json", code=2, output="dataset annotations not found"),
+    Expect(r"^ovseg-train --config training/configs/coco_r50_gkc\.json$", code=2, output="dataset annotations not found"),
     Expect(r"^torchrun --nproc-per-node 8 -m ovseg_training\.train", code=None, output="dataset annotations not found"),
     Expect(r"^torchrun --nnodes 2", not_run="needs a second machine at HOST:29500"),
     Expect(r"^ovseg-eval --checkpoint output/eovseg_r50/model_0200000\.pth", code=2, output="dataset annotations not found"),

@@ -2,6 +2,7 @@
 validation PQ / mIoU every few hundred iterations. Results are recorded in the README.
 
     .venv/bin/python training/experiments/synthetic_run.py --iterations 1500 --json run.json
+    .venv/bin/python training/experiments/synthetic_run.py --gkc --json run_gkc.json   # GKC's options on
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--gkc", action="store_true", help="GKC's options as training/configs/coco_r50_gkc.json sets them")
     args = parser.parse_args()
     root = write_dataset(Path(tempfile.mkdtemp()) / "synthetic", num_train=200, num_val=40, size=64, seed=0)
 
@@ -44,6 +46,8 @@ def main() -> int:
         loss=LossConfig(num_points=1024),
         optim=OptimConfig(lr=args.lr, batch_size=8, max_iter=args.iterations, steps=(int(args.iterations * 0.8),)),
     )
+    if args.gkc:
+        config.gkc = TrainConfig.from_file(Path(__file__).parents[1] / "configs" / "coco_r50_gkc.json").gkc
     torch.manual_seed(0)
     trainer = Trainer(config, split("train"))
     rows = []

@@ -13,7 +13,7 @@ from ovseg_ros.config import InferenceConfig
 from ovseg_ros.engine import TorchEngine
 from ovseg_ros.predictor import Predictor
 from ovseg_ros.vocabulary import TextEmbedder
-from ovseg_training.config import DataConfig, LossConfig, OptimConfig, TrainConfig
+from ovseg_training.config import DataConfig, GKCConfig, LossConfig, OptimConfig, TrainConfig
 from ovseg_training.evaluate import evaluate
 from ovseg_training.train import Trainer
 
@@ -69,15 +69,22 @@ def test_resume_continues_identically(synthetic_root, tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_gkc_synonym_sampling_gives_one_row_per_class(synthetic_root, tmp_path):
+def test_gkc_options_train(synthetic_root, tmp_path):
+    """Text diversification and both distillation terms on: every synonym row reaches the
+    model, the terms are logged per stage, finite, and the loss is their weighted sum."""
     config = smoke_config(tmp_path)
-    config.synonym_sampling = True
+    config.gkc = GKCConfig(text_diversification=True, distill_weight=0.5, relation_weight=1.0)
     trainer = Trainer(config, split(synthetic_root, "train"))
-    rows, index = trainer.text.rows(True, torch.Generator().manual_seed(0))
-    assert rows.shape[0] == 6 and index.tolist() == list(range(6))
-    all_rows, all_index = trainer.text.rows(False)
-    assert all_rows.shape[0] == 10 and all_index.tolist() == [0, 0, 1, 1, 2, 2, 3, 4, 4, 5]
-    assert trainer.train(2, progress=False)[-1]["loss"] > 0
+    rows, index = trainer.text.rows()
+    assert rows.shape[0] == 10 and index.tolist() == [0, 0, 1, 1, 2, 2, 3, 4, 4, 5]
+    assert trainer.text.synonyms_per_class.tolist() == [2, 2, 2, 1, 2, 1]
+    history = trainer.train(2, progress=False)
+    for logged in history:
+        assert all(np.isfinite(v) for v in logged.values())
+        assert logged["s2_loss_distill"] > 0 and logged["s2_loss_relation"] > 0
+        weights = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_distill": 0.5, "loss_relation": 1.0}
+        total = sum(w * logged[f"s{s}_{name}"] for s in range(3) for name, w in weights.items())
+        assert logged["loss"] == pytest.approx(total, rel=1e-5)
 
 
 def test_bad_batch_split_is_refused(synthetic_root, tmp_path):

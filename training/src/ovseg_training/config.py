@@ -36,6 +36,15 @@ class LossConfig:
 
 
 @dataclass
+class GKCConfig:
+    """GKC's training options (ovseg_training/gkc.py); all off is the published EOV-Seg."""
+
+    text_diversification: bool = False  # each segment sees one of its class's names, drawn per step
+    distill_weight: float = 0.0  # matched query embedding -> frozen CLIP's embedding of its region
+    relation_weight: float = 0.0  # pairwise similarities of an image's segments -> CLIP's
+
+
+@dataclass
 class OptimConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
@@ -57,13 +66,13 @@ class TrainConfig:
     clip_resnet: str = ""  # or: OpenAI CLIP RN50 file + ViT-B/16 file for the frozen towers
     clip_vit: str = ""
     amp: str = "none"  # "none" | "bf16" | "fp16"
-    synonym_sampling: bool = False  # GKC-style: one random synonym per class per step
     checkpoint_every: int = 5000
     log_every: int = 20
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    gkc: GKCConfig = field(default_factory=GKCConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +81,7 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Raises ValueError naming any field the config does not have."""
         values = dict(values)
-        sections = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig}
+        sections = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig, "gkc": GKCConfig}
         parts = {}
         for name, section in sections.items():
             given = dict(values.pop(name, {}) or {})

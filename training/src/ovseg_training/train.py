@@ -34,6 +34,7 @@ from ovseg_ros.postprocess import class_logits
 from ovseg_ros.vocabulary import TextEmbedder, Vocabulary
 from ovseg_training.config import TrainConfig
 from ovseg_training.data import LargeScaleJitter, PanopticDataset, collate
+from ovseg_training.gkc import clip_region_targets, diversified_class_logits
 from ovseg_training.init import initialize_like_published
 from ovseg_training.losses import SetCriterion
 
@@ -89,18 +90,20 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, weight_decay_n
 
 @dataclass
 class ClassText:
-    """Training classes' text rows: every synonym, or one sampled per class (GKC)."""
+    """Training classes' text rows: every synonym, class after class."""
 
     synonyms: list[list[str]]
     embeddings: dict[str, torch.Tensor]
 
-    def rows(self, sample: bool, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if sample:
-            picks = [names[int(torch.randint(len(names), (1,), generator=generator))] for names in self.synonyms]
-            return torch.stack([self.embeddings[n] for n in picks]), torch.arange(len(picks))
+    def rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """([S, D] every synonym's embedding, [S] the class of each row)."""
         names = [n for names in self.synonyms for n in names]
         index = [i for i, names in enumerate(self.synonyms) for _ in names]
         return torch.stack([self.embeddings[n] for n in names]), torch.tensor(index)
+
+    @property
+    def synonyms_per_class(self) -> torch.Tensor:
+        return torch.tensor([len(names) for names in self.synonyms])
 
 
 class EpochDataset(Dataset):
@@ -147,7 +150,7 @@ class Trainer:
             self.ddp = self.model
         self.dataset = EpochDataset(dataset, config)
         self.text = self._encode_class_names(dataset.class_names)
-        self.criterion = SetCriterion(len(dataset.class_names), config.loss)
+        self.criterion = SetCriterion(len(dataset.class_names), config.loss, config.gkc)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optim
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay, o.weight_decay_norm, o.weight_decay_embed),
@@ -211,8 +214,11 @@ class Trainer:
         self.ddp.train()
         for frozen in (self.model.image_encoder, self.model.text_encoder, self.model.vit_stem):
             frozen.eval()  # frozen BatchNorm statistics
-        text, class_index = self.text.rows(self.config.synonym_sampling, self.text_generator)
+        gkc = self.config.gkc
+        distilling = bool(gkc.distill_weight or gkc.relation_weight)
+        text, class_index = self.text.rows()
         class_index = class_index.to(self.device)
+        num_classes = len(self.text.synonyms)
         mean = torch.tensor(self.model.config.pixel_mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.model.config.pixel_std, device=self.device).view(1, 3, 1, 1)
         logged_total: dict[str, float] = {}
@@ -222,13 +228,21 @@ class Trainer:
             labels = [x.to(self.device) for x in batch["labels"]]
             masks = [x.to(self.device) for x in batch["masks"]]
             with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = self.ddp(images, text)
+                out = self.ddp(images, text, keep_features=distilling)
             text_with_void = self.model.text_with_void(text)
-            stage_logits = [
-                class_logits(emb.float(), text_with_void, scale, class_index, len(self.text.synonyms))
-                for emb, scale in zip(out.class_embeddings, out.class_logit_scales)
-            ]
-            loss, logged = self.criterion(stage_logits, [m.float() for m in out.mask_logits], labels, masks)
+            if gkc.text_diversification:  # one draw per (image, query, class) this step, the same at every stage
+                draws = torch.rand((*out.class_embeddings[0].shape[:2], num_classes), generator=self.text_generator)
+                stage_logits = [diversified_class_logits(emb.float(), text_with_void, scale, self.text.synonyms_per_class, draws)
+                                for emb, scale in zip(out.class_embeddings, out.class_logit_scales)]
+            else:
+                stage_logits = [class_logits(emb.float(), text_with_void, scale, class_index, num_classes)
+                                for emb, scale in zip(out.class_embeddings, out.class_logit_scales)]
+            regions = None
+            if distilling:
+                regions = clip_region_targets(self.model.image_encoder, out.features["cnn_res5"].float(), masks, labels,
+                                              text_with_void, self.model.clip_logit_scale, class_index, num_classes)
+            loss, logged = self.criterion(stage_logits, [m.float() for m in out.mask_logits], labels, masks,
+                                          out.class_embeddings if distilling else None, regions)
             self.scaler.scale(loss / len(micro_batches)).backward()
             for key, value in logged.items():
                 logged_total[key] = logged_total.get(key, 0.0) + value / len(micro_batches)
