@@ -1,5 +1,6 @@
-"""EOV-Seg (fast) beside FC-CLIP (accurate): per-stage latency on the same image and
-vocabulary, in one run, and FLOPs per frame, so a robot team can pick per deployment.
+"""EOV-Seg (fast) beside FC-CLIP (accurate) and SAN (semantic only): per-stage latency on
+the same image and vocabulary, in one run, and FLOPs per frame, so a robot team can pick
+per deployment.
 
     python benchmarks/bench_models.py [--device cpu] [--repeats 3] [--size 480x640] [--json out.json]
 
@@ -29,12 +30,14 @@ from ovseg_ros.benchmark import machine_info
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.predictor import Predictor
 
-MODELS = (("eov_seg", "S"), ("fc_clip", "R50"), ("eov_seg", "L"), ("fc_clip", "L"))
+MODELS = (("eov_seg", "S"), ("fc_clip", "R50"), ("eov_seg", "L"), ("fc_clip", "L"), ("san", "B"), ("san", "L"))
 STAGES = {
     "eov_seg": (("image_encoder", "CLIP backbone"), ("vit_stem", "ViT stem"), ("neck", "neck / pixel decoder"),
                 ("decoder", "decoder")),
     "fc_clip": (("image_encoder", "CLIP backbone"), ("pixel_decoder", "neck / pixel decoder"),
                 ("transformer_decoder", "decoder")),
+    "san": (("clip_features", "CLIP backbone"), ("side_adapter", "side adapter (SAN)"),
+            ("recognition_head", "recognition (SAN: CLIP's last blocks)")),
 }
 OOV_MODULES = ("image_encoder.attnpool", "image_encoder.head", "image_encoder.trunk.head")  # CLIP's view of masks
 CLASSES = (
@@ -124,8 +127,8 @@ def main() -> None:
     image = cv2.cvtColor(cv2.resize(cv2.imread(str(ASSET)), (width, height)), cv2.COLOR_BGR2RGB)
     results = [measure(*spec.split(":"), image, args.device, args.repeats) for spec in args.models.split(",")]
 
-    labels = ["CLIP backbone", "ViT stem", "neck / pixel decoder", "decoder", "CLIP view of masks", "whole network",
-              "post-processing", "frame (network + post-processing)"]
+    labels = ["CLIP backbone", "ViT stem", "neck / pixel decoder", "decoder", "CLIP view of masks", "side adapter (SAN)",
+              "recognition (SAN: CLIP's last blocks)", "whole network", "post-processing", "frame (network + post-processing)"]
     names = [r["model"] for r in results]
     print(f"bench_models: {height}x{width}, 24 classes, device {args.device}, medians of {args.repeats}")
     print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info(args.device).items()))

@@ -29,12 +29,13 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from ovseg_ros.config import MODEL_HELP
 from ovseg_ros.node.cameras import camera_names, input_names, sibling_topic
 
 ARGUMENTS = {
     "camera_topics": ("", "comma-separated camera image topics (default: the node's 'image' input, unremapped)"),
-    "checkpoint": ("", "EOV-Seg or FC-CLIP checkpoint file"),
-    "model": ("", "eov_seg (fast) or fc_clip (accurate); default: the checkpoint's"),
+    "checkpoint": ("", "EOV-Seg, FC-CLIP, SAN or SED checkpoint file"),
+    "model": ("", f"{MODEL_HELP}; default: the checkpoint's"),
     "weights": ("", "'random' for stand-in random weights (smoke tests only)"),
     "classes": ("", "vocabulary: ';' between classes, ',' between synonyms"),
     "things": ("", "classes that are things, same syntax (default: inferred from COCO thing names)"),

@@ -33,6 +33,7 @@ def make_camera_info(typestore, header, height: int, width: int, fx: float = 500
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PARITY_ROOT = REPO.parent / "shared" / "parity"
+DEFAULT_SEMANTIC_PARITY_ROOT = REPO.parent / "shared" / "parity_semantic"
 
 # fixture folder name -> (model family, variant) of the published code it was made with
 PARITY_MODELS = {
@@ -41,28 +42,43 @@ PARITY_MODELS = {
     "eovseg_convnext_l": ("eov_seg", "L"),
     "fcclip_r50": ("fc_clip", "R50"),
     "fcclip_convnext_l": ("fc_clip", "L"),
+    "san_vit_b16": ("san", "B"),
+    "san_vit_l14": ("san", "L"),
+    "sed_convnext_b": ("sed", "B"),
+    "sed_convnext_l": ("sed", "L"),
 }
+PANOPTIC_FAMILIES = ("eov_seg", "fc_clip")
 
 
-def parity_root() -> Path:
-    """$OVSEG_PARITY_DIR: one fixture folder, or a folder of them (default ../shared/parity)."""
-    return Path(os.environ.get("OVSEG_PARITY_DIR", DEFAULT_PARITY_ROOT))
+def parity_roots() -> list[Path]:
+    """$OVSEG_PARITY_DIR (one fixture folder, or a folder of them), else both default
+    roots (../shared/parity and ../shared/parity_semantic)."""
+    named = os.environ.get("OVSEG_PARITY_DIR")
+    return [Path(named)] if named else [DEFAULT_PARITY_ROOT, DEFAULT_SEMANTIC_PARITY_ROOT]
 
 
-def parity_folders() -> list[Path]:
-    """The fixture folders to test: the one named, or every one under the root. An empty
-    selection is returned as the root itself, whose test then fails (never skips)."""
-    root = parity_root()
-    if (root / "cases.json").is_file():
-        return [root]
-    folders = sorted(p.parent for p in root.glob("*/cases.json"))
-    return folders or [root]
+def parity_folders(families: tuple[str, ...] | None = None) -> list[Path]:
+    """The fixture folders to test: the one named, or every one under the roots; with
+    `families`, those of these model families (a folder of an unknown name counts as
+    panoptic, so that its test fails). By default an empty selection is returned as the
+    root itself, whose test then fails (never skips); a folder named in $OVSEG_PARITY_DIR
+    leaves the other families' tests with nothing to run."""
+    folders = []
+    for root in parity_roots():
+        folders += [root] if (root / "cases.json").is_file() else sorted(p.parent for p in root.glob("*/cases.json"))
+    if families is not None:
+        folders = [f for f in folders if PARITY_MODELS.get(f.name, ("eov_seg",))[0] in families]
+    if not folders and "OVSEG_PARITY_DIR" not in os.environ:
+        defaults = {"san": DEFAULT_SEMANTIC_PARITY_ROOT, "sed": DEFAULT_SEMANTIC_PARITY_ROOT}
+        return [defaults.get((families or ("eov_seg",))[0], DEFAULT_PARITY_ROOT)]
+    return folders
 
 
 def parity_folder_named(name: str) -> Path:
     """The fixture folder `name` from the selection (else under the default root), checked."""
     selected = [f for f in parity_folders() if f.name == name]
-    folder = selected[0] if selected else DEFAULT_PARITY_ROOT / name
+    root = DEFAULT_SEMANTIC_PARITY_ROOT if PARITY_MODELS.get(name, ("eov_seg",))[0] in ("san", "sed") else DEFAULT_PARITY_ROOT
+    folder = selected[0] if selected else root / name
     check_parity_folder(folder)
     return folder
 

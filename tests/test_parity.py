@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from support import check_parity_folder, load_cases, parity_folders, write_stand_in_checkpoint
+from support import PANOPTIC_FAMILIES, check_parity_folder, load_cases, parity_folders, write_stand_in_checkpoint
 
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.engine import TorchEngine
@@ -31,7 +31,7 @@ TOL_MASK = 5e-3
 TOL_MASK_MEAN = 1e-4
 TOL_SEM = 2e-3
 
-FOLDERS = parity_folders()
+FOLDERS = parity_folders(PANOPTIC_FAMILIES)
 
 
 def report(folder, case, array, max_diff, mean_diff=None, tolerance=None):

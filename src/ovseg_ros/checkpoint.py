@@ -1,5 +1,5 @@
-"""Loading and saving weights under the official (detectron2) key names of EOV-Seg and
-FC-CLIP.
+"""Loading and saving weights under the official (detectron2) key names of EOV-Seg,
+FC-CLIP, SAN and SED: the one place that maps a checkpoint to its model family.
 
 Official checkpoints hold more than inference uses: EOV-Seg's ViT CLIP text tower and
 ViT blocks 1..11, the training criterion's buffer. Those are skipped by name. Anything
@@ -82,6 +82,30 @@ KEY_MAPS = {
             ("void_embedding.weight", "void_embedding"),
         ),
         re.compile(r"^criterion\."),
+    ),
+    "san": KeyMap(
+        (
+            ("clip_visual_extractor.", "clip_features."),
+            ("clip_rec_head.", "recognition_head."),
+            ("side_adapter_network.", "side_adapter."),
+            ("ov_classifier.bg_embed", "background_embedding"),
+            ("ov_classifier.logit_scale", "class_logit_scale"),
+            ("ov_classifier.", "text_encoder."),
+        ),
+        # the training criterion's buffer; open_clip's causal text mask, which SAN saves as a
+        # buffer (the text tower here builds its causal attention itself)
+        re.compile(r"^(criterion\.|ov_classifier\.attn_mask$)"),
+    ),
+    # SED keeps everything under sem_seg_head.predictor.: open_clip's CLIP (image tower, text
+    # tower, an unused logit scale: SED computes clamp(exp(logit_scale), 100) and never uses
+    # it) and the decoder; below those prefixes our modules keep the official names
+    "sed": KeyMap(
+        (
+            ("sem_seg_head.predictor.clip_model.visual.", "image_encoder."),
+            ("sem_seg_head.predictor.clip_model.", "text_encoder."),
+            ("sem_seg_head.predictor.transformer.", "decoder."),
+        ),
+        re.compile(r"^sem_seg_head\.predictor\.clip_model\.logit_scale$"),
     ),
 }
 
@@ -240,7 +264,11 @@ def _read_clip(path: str | Path) -> dict[str, Any]:
 _FAMILY_MARKERS = {
     "eov_seg": ("lite_aggr.", "light_weight_decoder.", "cnn_backbone.", "neck.", "decoder."),
     "fc_clip": ("sem_seg_head.", "backbone.", "pixel_decoder.", "transformer_decoder."),
+    "san": ("side_adapter_network.", "clip_rec_head.", "side_adapter.", "recognition_head."),
 }
+_SED_MARKERS = ("sem_seg_head.predictor.transformer.", "sem_seg_head.predictor.clip_model.", "decoder.decoder1.")
+# SAN's variant from its CLIP's patch embedding (our name): output channels -> variant
+_SAN_STEMS = {768: "B", 1024: "L"}
 _STEMS = {
     ("image_encoder.conv1.weight", 32): ("S", "R50"),  # RN50 (EOV-Seg, FC-CLIP)
     ("image_encoder.conv1.weight", 40): ("M", None),  # RN50x4
@@ -262,15 +290,20 @@ def _clip_tower(ours: Mapping[str, torch.Tensor], deeper: bool) -> str:
 
 def describe_model(family: str, variant: str) -> str:
     """'EOV-Seg S (RN50 CLIP)', 'FC-CLIP L (ConvNeXt-L CLIP)'."""
-    from ovseg_ros.config import MODEL_NAMES
+    from ovseg_ros.config import MODEL_NAMES, MODELS
 
-    return f"{MODEL_NAMES[family]} {variant} ({_CLIP_NAMES.get(variant, variant)} CLIP)"
+    clip = getattr(MODELS[family].get(variant), "clip_name", None) or _CLIP_NAMES.get(variant, variant)
+    return f"{MODEL_NAMES[family]} {variant} ({clip} CLIP)"
 
 
 def detect_model(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     """(model family, variant) a state dict (official or our names) was made for;
     CheckpointError when it is neither an EOV-Seg nor an FC-CLIP checkpoint."""
+    if any(name.startswith(_SED_MARKERS) for name in state_dict):  # before FC-CLIP's, whose head is sem_seg_head. too
+        return "sed", detect_sed_variant(state_dict)
     families = [f for f, markers in _FAMILY_MARKERS.items() if any(name.startswith(markers) for name in state_dict)]
+    if families == ["san"]:
+        return "san", _san_variant(state_dict)
     if len(families) == 1:
         family = families[0]
         keys = KEY_MAPS[family]
@@ -295,16 +328,64 @@ def detect_model(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     )
 
 
+def _san_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
+    stem = state_dict.get("clip_visual_extractor.conv1.weight", state_dict.get("clip_features.conv1.weight"))
+    if stem is None or stem.dim() != 4 or int(stem.shape[0]) not in _SAN_STEMS:
+        shape = None if stem is None else tuple(stem.shape)
+        raise CheckpointError(f"a SAN checkpoint whose CLIP patch embedding (clip_visual_extractor.conv1.weight) is {shape}: "
+                              "not a supported variant (ViT-B/16: 768 channels, ViT-L/14: 1024)")
+    return _SAN_STEMS[int(stem.shape[0])]
+
+
+_SED_STEM = "image_encoder.trunk.stem.0.weight"
+_SED_STEM_WIDTHS = {128: "B", 192: "L"}  # ConvNeXt-B, ConvNeXt-L
+_SED_HEADS = {"B": "image_encoder.head.proj.weight", "L": "image_encoder.head.mlp.fc1.weight"}
+
+
+def unwrap_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
+    """A detectron2 file's `model` dict (or the state dict itself), `module.` stripped."""
+    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
+        state_dict = state_dict["model"]
+    return {(k.removeprefix("module.")): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+
+
+def _sed_ours(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {KEY_MAPS["sed"].to_ours(k) or k: v for k, v in state_dict.items()}
+
+
+def detect_sed_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """"B" or "L" from the image tower's stem width (official or our key names);
+    CheckpointError when the keys are not a SED checkpoint's or the tower is unknown."""
+    ours = _sed_ours(unwrap_state_dict(state_dict))
+    if not any(k.startswith("decoder.decoder1.") for k in ours):
+        sample = ", ".join(list(state_dict)[:3])
+        raise CheckpointError(
+            "not a SED checkpoint: no decoder keys (expected e.g. sem_seg_head.predictor.transformer.decoder1.up.weight); "
+            f"its first keys: {sample}"
+        )
+    stem = ours.get(_SED_STEM)
+    if stem is None or stem.dim() != 4:
+        raise CheckpointError(f"a SED checkpoint without a ConvNeXt image tower: {KEY_MAPS['sed'].to_official(_SED_STEM)} missing")
+    variant = _SED_STEM_WIDTHS.get(int(stem.shape[0]))
+    if variant is None:
+        raise CheckpointError(
+            f"a SED checkpoint with a {stem.shape[0]}-channel ConvNeXt stem: not supported (ConvNeXt-B: 128 -> B, ConvNeXt-L: 192 -> L)"
+        )
+    if _SED_HEADS[variant] not in ours:
+        raise CheckpointError(f"SED {variant} checkpoint lacks its CLIP head {KEY_MAPS['sed'].to_official(_SED_HEADS[variant])}")
+    return variant
+
+
 def check_model(state_dict: Mapping[str, torch.Tensor], model: str | None, variant: str | None) -> tuple[str, str]:
     """The checkpoint's (family, variant); an explicitly requested other model or variant
     is refused with the right --model/--variant."""
-    from ovseg_ros.config import model_config
+    from ovseg_ros.config import MODEL_NAMES, model_config
 
     family, found = detect_model(state_dict)
     wanted_family = family if model is None else model
     wanted = None if variant is None else model_config(wanted_family, variant).variant
     if (model is not None and model != family) or (wanted is not None and wanted != found):
-        asked = describe_model(wanted_family, wanted) if wanted else {"eov_seg": "EOV-Seg", "fc_clip": "FC-CLIP"}[wanted_family]
+        asked = describe_model(wanted_family, wanted) if wanted else MODEL_NAMES[wanted_family]
         raise CheckpointError(
             f"the checkpoint is {describe_model(family, found)}, not {asked}: pass --model {family} --variant {found} "
             f"(node parameters model: {family}, variant: {found}), or leave them out to take them from the checkpoint"

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ovseg_ros.config import DEFAULT_CLASSES, DEFAULT_THINGS, InferenceConfig
+from ovseg_ros.config import DEFAULT_CLASSES, DEFAULT_THINGS, MODEL_HELP, MODELS, InferenceConfig
 
 log = logging.getLogger("ovseg")
 
@@ -33,10 +33,10 @@ class UsageError(ValueError):
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", help="EOV-Seg or FC-CLIP checkpoint (official detectron2 .pth/.pkl, or one of ours)")
+    group.add_argument("--checkpoint", help="EOV-Seg, FC-CLIP, SAN or SED checkpoint (official detectron2 .pth/.pkl, or one of ours)")
     group.add_argument(
-        "--model", choices=["eov_seg", "fc_clip"], default=None,
-        help="eov_seg (EOV-Seg: fast) or fc_clip (FC-CLIP: accurate); default: the checkpoint's (eov_seg with stand-in weights)",
+        "--model", choices=list(MODELS), default=None,
+        help=f"{MODEL_HELP}; default: the checkpoint's (eov_seg with stand-in weights)",
     )
     group.add_argument(
         "--weights", choices=["checkpoint", "random"], default="checkpoint",
@@ -127,8 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output .onnx file")
     export.add_argument("--checkpoint")
     export.add_argument("--weights", choices=["checkpoint", "random"], default="checkpoint")
-    export.add_argument("--model", choices=["eov_seg", "fc_clip"], default=None, help="default: the checkpoint's")
+    export.add_argument("--model", choices=list(MODELS), default=None, help="default: the checkpoint's")
     export.add_argument("--variant", default=None, help="default: the checkpoint's")
+    export.add_argument("--early-rejection-keep", type=int, default=0, metavar="N",
+                        help="SED: category early rejection in static form, the N best classes go on after each of its "
+                        "first 3 stages (vocabularies of at least N classes); default 0: none")
+    export.add_argument("--early-rejection-topk", type=int, default=8, metavar="K",
+                        help="SED: of those N, classes outside the top K at every pixel are masked out (default 8, SED's fast setting)")
     export.add_argument("--no-fp16-calibration", action="store_true",
                         help="skip measuring the fp32 layer set (the file then builds fp32 engines only)")
     export.set_defaults(run=run_export)
@@ -306,17 +311,19 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ovseg_ros.onnx_export import check_export_size, export_onnx
+    from ovseg_ros.onnx_export import check_export_size, export_onnx, text_row_shape
     from ovseg_ros.predictor import build_model_from, read_weights
 
     height, width = args.size
-    check_export_size(height, width)
     weights = read_weights(args.checkpoint, args.variant, stand_in_weights=args.weights == "random", model=args.model)
+    if weights.family != "sed":  # SED's input is its fixed 768 x 768, checked by export_onnx
+        check_export_size(height, width)
     model = build_model_from(weights)
-    path = export_onnx(model, args.out, height, width, batch=args.batch)
+    path = export_onnx(model, args.out, height, width, batch=args.batch, early_rejection_keep=args.early_rejection_keep,
+                       early_rejection_topk=args.early_rejection_topk)
     inputs = f"images [{args.batch}, 3, {height}, {width}]"
-    if model.family == "eov_seg":
-        inputs += f", text_embeddings [T, {model.config.clip.embed_dim}]"
+    if model.family in ("eov_seg", "sed"):
+        inputs += f", text_embeddings [T, {', '.join(map(str, text_row_shape(model)))}]"
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): {inputs}")
     report_tensorrt_support(path)
     if not args.no_fp16_calibration:

@@ -26,6 +26,21 @@ class EngineOutput:
     class_embeddings: torch.Tensor  # [B, Q, D]
     clip_embeddings: torch.Tensor  # [B, Q, D]
     clip_mask_valid: torch.Tensor  # [B, Q] bool
+    # SED: per-class logits over the vocabulary [B, K, h, w] (its score is their sigmoid);
+    # the mask fields above are then empty (Q = 0)
+    semantic_logits: torch.Tensor | None = None
+
+    @classmethod
+    def semantic(cls, logits: torch.Tensor) -> "EngineOutput":
+        empty = logits.new_zeros(logits.shape[0], 0)
+        return cls(empty[..., None, None], empty[..., None], empty[..., None], empty.bool(), logits)
+
+    @classmethod
+    def from_outputs(cls, names, tensors: list[torch.Tensor]) -> "EngineOutput":
+        """From a compiled network's outputs by name (onnx_export.output_names)."""
+        if list(names) == ["semantic_logits"]:
+            return cls.semantic(tensors[0])
+        return cls(*tensors)
 
 
 def run_in_batches(run, images: torch.Tensor, batch: int) -> list[torch.Tensor]:
@@ -110,6 +125,8 @@ class TorchEngine:
     def _run(self, images: torch.Tensor, text: torch.Tensor) -> EngineOutput:
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             out = self.model(images, text)
+        if self.model.family == "sed":
+            return EngineOutput.semantic(out.logits.float())
         return EngineOutput(
             out.mask_logits[-1].float(), out.class_embeddings[-1].float(), out.clip_embeddings.float(), out.clip_mask_valid
         )
@@ -135,9 +152,10 @@ class TorchEngine:
         if text is not None:
             static_text.copy_(text)
         graph.replay()
+        semantic = None if static_out.semantic_logits is None else static_out.semantic_logits.clone()
         return EngineOutput(*(t.clone() for t in (
             static_out.mask_logits, static_out.class_embeddings, static_out.clip_embeddings, static_out.clip_mask_valid
-        )))
+        )), semantic)
 
 
 def create_engine(

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ovseg_ros.engine import BackendUnavailable, EngineOutput, run_in_batches
-from ovseg_ros.onnx_export import OUTPUT_NAMES, postprocess_tensors, read_metadata
+from ovseg_ros.onnx_export import postprocess_tensors, read_metadata
 
 
 class OnnxRuntimeEngine:
@@ -40,13 +40,22 @@ class OnnxRuntimeEngine:
         self.device = torch.device("cpu")  # outputs come back as host arrays
         self.void_embedding, self.class_logit_scale, self.clip_logit_scale = postprocess_tensors(self.metadata)
 
+    def check_text_rows(self, rows: int) -> None:
+        """A SED file exported with early rejection keeps a fixed number of classes: fewer is refused."""
+        low = self.metadata["min_text_rows"]
+        if rows < low:
+            raise ValueError(f"{self.path} keeps {low} classes after early rejection: give at least {low} classes, "
+                             "or export without --early-rejection-keep")
+
     def __call__(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> EngineOutput:
         feeds = {}
-        if "text_embeddings" in self.metadata["inputs"]:  # EOV-Seg; FC-CLIP's network takes the images only
+        if "text_embeddings" in self.metadata["inputs"]:  # EOV-Seg, SED; FC-CLIP's and SAN's networks take the images only
+            self.check_text_rows(int(text_embeddings.shape[0]))
             feeds["text_embeddings"] = text_embeddings.detach().float().cpu().contiguous().numpy()
+        outputs = self.metadata["outputs"]
 
         def run(chunk: torch.Tensor) -> list[torch.Tensor]:
             feeds["images"] = chunk.detach().float().cpu().contiguous().numpy()
-            return [torch.from_numpy(a) for a in self.session.run(list(OUTPUT_NAMES), feeds)]
+            return [torch.from_numpy(a) for a in self.session.run(list(outputs), feeds)]
 
-        return EngineOutput(*run_in_batches(run, images, self.batch))
+        return EngineOutput.from_outputs(outputs, run_in_batches(run, images, self.batch))

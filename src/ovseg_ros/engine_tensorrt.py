@@ -32,7 +32,7 @@ import torch
 
 from ovseg_ros.engine import BackendUnavailable, EngineOutput, resolve_device, run_in_batches
 from ovseg_ros.mixed_precision import FP32_NODES_KEY, Fp32Set, mixed_precision_model
-from ovseg_ros.onnx_export import INPUT_NAMES, OUTPUT_NAMES, postprocess_tensors, read_metadata
+from ovseg_ros.onnx_export import INPUT_NAMES, postprocess_tensors, read_metadata
 from ovseg_ros.tensorrt_plan import (
     BuildPlan,
     build_plan,
@@ -161,7 +161,8 @@ def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), dev
     fp32_nodes = _fp32_nodes(meta, onnx_path) if plan.precision == "fp16" else []
     torch_device = resolve_device(device)
     gpu = gpu_identity(torch_device)
-    profile_rows = (config.min_text_rows, config.opt_text_rows, config.max_text_rows)
+    floor = meta["min_text_rows"]  # a SED file with static early rejection keeps that many classes
+    profile_rows = (max(config.min_text_rows, floor), max(config.opt_text_rows, floor), max(config.max_text_rows, floor))
     key = cache_key(trt.__version__, gpu, meta["input_size"], plan.precision, profile_rows, file_sha256(onnx_path))
     cache_dir = Path(config.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -181,10 +182,10 @@ def build_engine(onnx_path: str | Path, config: BuildConfig = BuildConfig(), dev
     network, _parser = _parse(trt, builder, logger, plan, source)
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_gib * (1 << 30)))
-    if "text_embeddings" in meta["inputs"]:  # EOV-Seg: the vocabulary size is a dynamic input
+    if "text_embeddings" in meta["inputs"]:  # EOV-Seg, SED: the vocabulary size is a dynamic input
         profile = builder.create_optimization_profile()
-        dim = meta["text_dim"]
-        profile.set_shape("text_embeddings", (profile_rows[0], dim), (profile_rows[1], dim), (profile_rows[2], dim))
+        row = tuple(meta["text_row_shape"])  # [D], SED's [80, D]
+        profile.set_shape("text_embeddings", (profile_rows[0], *row), (profile_rows[1], *row), (profile_rows[2], *row))
         builder_config.add_optimization_profile(profile)
     constrained = 0
     if plan.fp16_flag:
@@ -246,7 +247,8 @@ class TensorRTEngine:
         self.input_size = (height, width)
         self.void_embedding, self.class_logit_scale, self.clip_logit_scale = postprocess_tensors(self.metadata, self.device)
         self.inputs = tuple(self.metadata.get("inputs", INPUT_NAMES))
-        self._dtypes = {name: self._torch_dtype(name) for name in (*self.inputs, *OUTPUT_NAMES)}
+        self.outputs = tuple(self.metadata["outputs"])
+        self._dtypes = {name: self._torch_dtype(name) for name in (*self.inputs, *self.outputs)}
         self._outputs: dict[str, torch.Tensor] = {}
         self.text_rows = None  # (min, opt, max) of the profile; None: the engine takes no text
         if "text_embeddings" in self.inputs:
@@ -282,7 +284,7 @@ class TensorRTEngine:
             if has_text:
                 self.context.set_tensor_address("text_embeddings", text.data_ptr())
             outputs = []
-            for name in OUTPUT_NAMES:
+            for name in self.outputs:
                 shape = tuple(self.context.get_tensor_shape(name))
                 buffer = self._outputs.get(name)
                 if buffer is None or tuple(buffer.shape) != shape:
@@ -295,4 +297,4 @@ class TensorRTEngine:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
             return [o.clone().float() if o.is_floating_point() else o.clone().bool() for o in outputs]
 
-        return EngineOutput(*run_in_batches(run, images, self.batch))
+        return EngineOutput.from_outputs(self.outputs, run_in_batches(run, images, self.batch))

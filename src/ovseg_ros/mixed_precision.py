@@ -395,8 +395,12 @@ def pipeline_results(predictor, output, batch, state) -> list[dict]:
     """What `compare` needs, per image, from an engine output through the predictor's
     own post-processing."""
     predictions = predictor.postprocess(output, batch, state)
-    query_classes = predictor.query_scores(output, state).argmax(-1).cpu().numpy()
-    masks = (output.mask_logits > 0).cpu().numpy()
+    if output.semantic_logits is not None:  # SED: no queries; its per-class maps stand in for the masks
+        masks = (output.semantic_logits > 0).cpu().numpy()
+        query_classes = output.semantic_logits.argmax(1).flatten(1).cpu().numpy()
+    else:
+        query_classes = predictor.query_scores(output, state).argmax(-1).cpu().numpy()
+        masks = (output.mask_logits > 0).cpu().numpy()
     return [
         {"panoptic": p.panoptic, "semantic": p.semantic, "query_classes": query_classes[i], "masks": masks[i]}
         for i, p in enumerate(predictions)
@@ -428,14 +432,14 @@ class Calibration:
         import torch
 
         from ovseg_ros.engine import EngineOutput
-        from ovseg_ros.onnx_export import OUTPUT_NAMES
 
+        names = [o.name for o in model.graph.output]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keeps every rounding Cast
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         results = []
         for (batch, state), feed in zip(self.cases, self.feeds):
-            output = EngineOutput(*(torch.from_numpy(a) for a in session.run(list(OUTPUT_NAMES), feed)))
+            output = EngineOutput.from_outputs(names, [torch.from_numpy(a) for a in session.run(names, feed)])
             results.append(pipeline_results(self.predictor, output, batch, state))
         return results
 

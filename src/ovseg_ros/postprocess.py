@@ -138,6 +138,35 @@ def panoptic_fusion(
     )
 
 
+def class_segments(probabilities: torch.Tensor, semantic: torch.Tensor, shares: bool = True) -> PanopticResult:
+    """A semantic model's segments: one per class present in `semantic` ([H, W] class
+    index, -1 none), ids 1.. in class order, none of them a thing; score: the mean over
+    its pixels of the class's score, as a share of the pixel's scores (`shares`: SAN's are
+    sums over its queries, not probabilities) or as it is (SED's sigmoid). probabilities
+    [K, H, W]. No query belongs to a segment (query -1)."""
+    num_classes = probabilities.shape[0]
+    device = semantic.device
+    flat = semantic.flatten().long()
+    valid = flat >= 0
+    index = torch.where(valid, flat, torch.full_like(flat, num_classes))  # "none" counted apart
+    counts = torch.bincount(index, minlength=num_classes + 1)[:num_classes]
+    present = torch.nonzero(counts > 0).squeeze(1)  # one host sync
+    ids = torch.zeros(num_classes + 1, dtype=torch.int32, device=device)
+    ids[present] = torch.arange(1, present.numel() + 1, dtype=torch.int32, device=device)
+    scores = probabilities.flatten(1)
+    own_score = scores.gather(0, flat.clamp(min=0)[None])[0] * valid
+    if shares:
+        own_score = own_score / scores.sum(0).clamp(min=1e-12)
+    sums = torch.zeros(num_classes + 1, dtype=torch.float32, device=device).index_add_(0, index, own_score.float())
+    return PanopticResult(
+        panoptic=ids[index].view(semantic.shape),
+        query=torch.full_like(present, -1),
+        category=present,
+        is_thing=torch.zeros_like(present, dtype=torch.bool),
+        score=(sums[present] / counts[present]).to(probabilities.dtype),
+    )
+
+
 @dataclass
 class SegmentStats:
     """Per segment id 1..N: area in pixels, box (x0, y0, x1, y1) inclusive, centroid (x, y)."""

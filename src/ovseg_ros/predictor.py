@@ -24,7 +24,10 @@ from ovseg_ros.config import InferenceConfig, ModelConfig, check_model as check_
 from ovseg_ros.engine import Engine, EngineOutput, create_engine, resolve_device
 from ovseg_ros.modeling import EOVSeg, FCCLIP, build_network
 from ovseg_ros.modeling.output import append_void
-from ovseg_ros.postprocess import classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks
+from ovseg_ros.modeling.sed.preprocess import semantic_scores
+from ovseg_ros.postprocess import (
+    class_segments, classify_masks, panoptic_fusion, segment_stats, semantic_probabilities, upsample_masks,
+)
 from ovseg_ros.preprocess import Batch, preprocess
 from ovseg_ros.vocabulary import TextEmbedder, Vocabulary, VocabularyError, check_vocabulary
 
@@ -104,6 +107,12 @@ class Predictor:
         self._lock = threading.Lock()
         self._pixel_mean = torch.tensor(self.model_config.pixel_mean, device=self.device)
         self._pixel_std = torch.tensor(self.model_config.pixel_std, device=self.device)
+        network = getattr(engine, "model", None)
+        if self.model_config.family == "sed" and hasattr(network, "default_rejection"):
+            from ovseg_ros.modeling.sed.config import TopKRejection
+
+            topk = self.config.early_rejection_topk
+            network.default_rejection = TopKRejection(topk) if topk > 0 else None
 
     @classmethod
     def from_checkpoint(
@@ -156,8 +165,14 @@ class Predictor:
     def prepare_vocabulary(self, classes: str | Sequence[str], things=None) -> VocabularyState:
         """Validate and encode a vocabulary without activating it (raises VocabularyError)."""
         vocabulary = Vocabulary.parse(classes, things)
-        self.text_embedder.check_fits(vocabulary)
-        text, class_index = self.text_embedder.classifier(vocabulary)
+        whole = self.model_config.whole_class_names
+        if self.model_config.semantic_only:  # every segment is a class region: no things
+            vocabulary = Vocabulary(vocabulary.classes, tuple(False for _ in vocabulary.classes))
+        self.text_embedder.check_fits(vocabulary, whole_class_names=whole)
+        if self.model_config.family == "sed":  # [K, 80, D]: a text feature per template, no void
+            text, class_index = self._sed_text(vocabulary.as_strings()), torch.arange(vocabulary.num_classes)
+        else:
+            text, class_index = self.text_embedder.classifier(vocabulary, whole_class_names=whole)
         check_rows = getattr(self.engine, "check_text_rows", None)  # compiled engines have a profile limit
         if check_rows is not None:
             try:
@@ -166,7 +181,7 @@ class Predictor:
                 raise VocabularyError(str(exc)) from exc
         text = text.to(self.device)
         with torch.inference_mode():
-            text_with_void = append_void(text, self.engine.void_embedding)
+            text_with_void = text if self.model_config.family == "sed" else append_void(text, self.engine.void_embedding)
         return VocabularyState(
             vocabulary=vocabulary,
             version=-1,
@@ -176,6 +191,19 @@ class Predictor:
             seen=torch.tensor(vocabulary.seen_in_training(), device=self.device),
             is_thing=torch.tensor(vocabulary.is_thing, device=self.device),
         )
+
+    def _sed_text(self, names: list[str]) -> torch.Tensor:
+        """SED's text features of class strings, [K, 80, D], encoding only names not seen
+        before (a vocabulary change costs about 0.2 s per new class on a CPU)."""
+        from ovseg_ros.modeling.sed.text import encode_class_names
+
+        cache = self.__dict__.setdefault("_sed_text_cache", {})
+        missing = list(dict.fromkeys(n for n in names if n not in cache))
+        if missing:
+            with torch.inference_mode():
+                features = encode_class_names(self.text_embedder.text_encoder, missing, self.text_embedder.tokenizer)
+            cache.update(zip(missing, features))
+        return torch.stack([cache[n] for n in names])
 
     def activate(self, state: VocabularyState) -> int:
         """Swap a prepared vocabulary in; frames already running keep the old one."""
@@ -200,7 +228,12 @@ class Predictor:
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Batch:
         """The batch the engine takes: resized as configured, normalised, padded (to the
-        engine's fixed size for compiled engines)."""
+        engine's fixed size for compiled engines). SED: as its evaluation does, whatever
+        the settings (short side 640 on the uint8 image, then 768 x 768)."""
+        if self.model_config.family == "sed":
+            from ovseg_ros.modeling.sed.preprocess import sed_batch
+
+            return sed_batch(images, self.model_config, self.device)
         return preprocess(
             images,
             self._pixel_mean,
@@ -268,17 +301,24 @@ class Predictor:
     @torch.inference_mode()
     def postprocess(self, output: EngineOutput, batch: Batch, state: VocabularyState, return_probabilities: bool = False) -> list[Prediction]:
         cfg = self.config
-        mask_cls = self.query_scores(output, state)
+        sed = output.semantic_logits is not None
+        mask_cls = None if sed else self.query_scores(output, state)
         results = []
         for i in range(len(batch.input_sizes)):
-            masks = upsample_masks(output.mask_logits[i : i + 1], batch.padded_size, batch.resized_sizes[i], batch.input_sizes[i])[0]
-            mask_probs = masks.sigmoid()  # shared by the semantic map and fusion
-            probabilities = semantic_probabilities(mask_cls[i], masks, mask_probs)
-            fused = panoptic_fusion(mask_cls[i], masks, state.is_thing, cfg.object_mask_threshold, cfg.overlap_threshold, mask_probs)
-            stats = segment_stats(fused.panoptic, fused.query.shape[0])
+            if sed:  # per-class scores: their sigmoid, the whole map resized to the image
+                probabilities = semantic_scores(output.semantic_logits[i].float().sigmoid(), batch.input_sizes[i])
+            else:
+                masks = upsample_masks(output.mask_logits[i : i + 1], batch.padded_size, batch.resized_sizes[i], batch.input_sizes[i])[0]
+                mask_probs = masks.sigmoid()  # shared by the semantic map and fusion
+                probabilities = semantic_probabilities(mask_cls[i], masks, mask_probs)
             best, semantic = probabilities.max(0)
             semantic = torch.where(best >= cfg.semantic_threshold, semantic, torch.full_like(semantic, -1))
-            embeddings = _segment_embeddings(output, i, fused.query)
+            if self.model_config.semantic_only:  # no instances: a segment per class present
+                fused, embeddings = class_segments(probabilities, semantic, shares=not sed), (None, None)
+            else:
+                fused = panoptic_fusion(mask_cls[i], masks, state.is_thing, cfg.object_mask_threshold, cfg.overlap_threshold, mask_probs)
+                embeddings = _segment_embeddings(output, i, fused.query)
+            stats = segment_stats(fused.panoptic, fused.query.shape[0])
             results.append(self._to_prediction(state, fused, stats, semantic, probabilities, return_probabilities, embeddings))
         return results
 
@@ -397,7 +437,10 @@ def _randomize(model: EOVSeg | FCCLIP) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
             elif name.endswith("bias"):
                 param.zero_()  # default init draws from the global RNG: not reproducible
-        model.void_embedding.zero_()
+        if hasattr(model, "void_embedding"):
+            model.void_embedding.zero_()
+    if model.config.semantic_only:  # every pixel takes a class: nothing to make visible
+        return
     if isinstance(model, FCCLIP):  # masks = mask_embed(query) . mask features
         feature, mask_bias = "pixel_decoder_mask_features", model.transformer_decoder.mask_embed.layers[-1].bias
     else:  # masks = fc_mask(query) . VAS-gated pixels

@@ -60,7 +60,7 @@ OPS_8_6: dict[str, frozenset[str]] = {
     "Shape": F | I32 | I8 | B, "Sigmoid": F | I8, "Sin": F, "Slice": F | I32 | I8 | B, "Softmax": F,
     "Split": F | I32 | B, "Sqrt": F, "Squeeze": F | I32 | I8 | B, "Tanh": F | I8, "Tile": F | I32 | B,
     "Transpose": F | I32 | I8 | B, "Trilu": F | I32 | I8 | B, "Unsqueeze": F | I32 | I8 | B, "Where": F | I32 | B,
-    "Mod": F | I32,
+    "Mod": F | I32, "Elu": F | I8,  # Elu: SED's linear attention (operators.md 8.6-GA line 56)
 }
 
 
@@ -76,7 +76,7 @@ def _widened(ops: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
 OPS_10_0 = {
     **_widened(OPS_8_6),
     "Gelu": F | BF | I8 | I32 | I64, "Cast": F | BF | I32 | I64 | U8 | B, "Constant": F | BF | I32 | I64 | B,
-    "ConstantOfShape": F | BF | I32 | I64 | B, "Relu": F | BF | I32 | I64,
+    "ConstantOfShape": F | BF | I32 | I64 | B, "Relu": F | BF | I32 | I64, "Elu": F | BF,  # 10.0-GA line 64
     **dict.fromkeys(REDUCE_OPS_NAMES, F | BF | I32 | I64),
 }
 OPS_10_1 = {**OPS_10_0, "DeformConv": F}  # the ModulatedDeformConv2d plugin

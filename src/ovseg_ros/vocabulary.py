@@ -236,9 +236,10 @@ class TextEmbedder:
     def device(self) -> torch.device:
         return next(self.text_encoder.parameters()).device
 
-    def check_fits(self, vocabulary: Vocabulary) -> None:
+    def check_fits(self, vocabulary: Vocabulary, whole_class_names: bool = False) -> None:
         """Refuse names whose longest prompt would not fit CLIP's context."""
-        uncached = (name for name in vocabulary.names if name not in self._cache)
+        names = vocabulary.as_strings() if whole_class_names else vocabulary.names
+        uncached = (name for name in names if name not in self._cache)
         _check_prompt_lengths(self.tokenizer, uncached, self.text_encoder.context_length)
 
     def embed_names(self, names: Iterable[str]) -> torch.Tensor:
@@ -249,8 +250,12 @@ class TextEmbedder:
             self._cache.update(zip(missing, self._encode(missing)))
         return torch.stack([self._cache[n] for n in names])
 
-    def classifier(self, vocabulary: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
-        """(text embeddings [T, D], class index of each row [T]) for a vocabulary."""
+    def classifier(self, vocabulary: Vocabulary, whole_class_names: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text embeddings [T, D], class index of each row [T]) for a vocabulary: a row
+        per synonym, or with `whole_class_names` (SAN) one per class, its synonyms kept
+        together in one prompt ("a photo of a car, automobile.")."""
+        if whole_class_names:
+            return self.embed_names(vocabulary.as_strings()), torch.arange(vocabulary.num_classes, device=self.device)
         names = vocabulary.names
         class_index = [i for i, synonyms in enumerate(vocabulary.classes) for _ in synonyms]
         return self.embed_names(names), torch.tensor(class_index, dtype=torch.long, device=self.device)

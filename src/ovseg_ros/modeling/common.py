@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 
@@ -60,10 +61,11 @@ class PackedMultiheadAttention(nn.Module):
         batch, _, length, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.embed_dim))
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        """x: [B, L, C] -> [B, L, C] (self-attention)."""
+    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, L, C] -> [B, L, C] (self-attention). attn_mask: added to the attention
+        logits, broadcastable to [B, heads, L, L] (SAN's recognition head)."""
         q, k, v = self._project(x)
-        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal))
 
     def forward_after(
         self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_valid: torch.Tensor | None = None
@@ -101,8 +103,8 @@ class ResidualAttentionBlock(nn.Module):
             )
         )
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
+    def forward(self, x: torch.Tensor, causal: bool = False, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), causal=causal, attn_mask=attn_mask)
         return x + self.mlp(self.ln_2(x))
 
     def forward_after(
@@ -163,3 +165,29 @@ def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor
     # einsum (not an explicit matmul) keeps the published summation order: masks are
     # thresholded at 0 downstream, so even rounding differences can flip a pixel.
     return torch.einsum("bchw,bqhw->bqc", features, inside)
+
+
+def adaptive_max_pool2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """F.adaptive_max_pool2d as gathers and maxima, which ONNX and TensorRT take for any
+    ratio of sizes (ONNX has no adaptive pooling; the exporter handles only sizes that
+    divide). Output cell i covers input rows floor(i*H/h) to ceil((i+1)*H/h) - 1, as
+    PyTorch's; a shorter window repeats its last row, which leaves its maximum alone."""
+    for axis, out in ((-2, size[0]), (-1, size[1])):
+        length = x.shape[axis]
+        if length == out:
+            continue
+        index = torch.tensor(_pool_windows(int(length), int(out)), device=x.device)  # shapes only: a constant under export
+        shape = list(x.shape)
+        shape[axis] = out
+        shape.insert(len(shape) + axis + 1, index.shape[1])
+        x = x.index_select(axis, index.flatten()).view(shape).amax(axis)
+    return x
+
+
+@functools.cache
+def _pool_windows(length: int, out: int) -> list[list[int]]:
+    """Per output cell the input indices of its adaptive-pooling window, padded to one width."""
+    start = [(i * length) // out for i in range(out)]
+    end = [-(-(i + 1) * length // out) for i in range(out)]
+    width = max(e - s for s, e in zip(start, end))
+    return [[min(s + k, e - 1) for k in range(width)] for s, e in zip(start, end)]

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ovseg_ros.config import DEFAULT_CLASSES
+from ovseg_ros.config import DEFAULT_CLASSES, MODEL_HELP, MODELS
 from ovseg_ros.depth import DepthNoise
 from ovseg_ros.tracking import TrackerConfig
 
@@ -36,15 +36,15 @@ class ParameterSpec:
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("checkpoint", "", "EOV-Seg or FC-CLIP checkpoint file (official detectron2 .pth/.pkl or ours)"),
+    ParameterSpec("checkpoint", "", "EOV-Seg, FC-CLIP, SAN or SED checkpoint file (official detectron2 .pth/.pkl or ours)"),
     ParameterSpec("weights", "checkpoint", "'random' runs with stand-in random weights: smoke tests only", choices=("checkpoint", "random")),
     ParameterSpec(
-        "model", "auto", "auto (from the checkpoint; eov_seg with stand-in weights), eov_seg (EOV-Seg: fast) "
-        "or fc_clip (FC-CLIP: accurate)", choices=("auto", "eov_seg", "fc_clip"),
+        "model", "auto", f"auto (from the checkpoint; eov_seg with stand-in weights), {MODEL_HELP}", choices=("auto", *MODELS),
     ),
     ParameterSpec(
-        "variant", "auto", "auto (from the checkpoint; with stand-in weights EOV-Seg S, FC-CLIP L); EOV-Seg: S (RN50 CLIP), "
-        "M (RN50x4), L (ConvNeXt-L); FC-CLIP: R50, L", choices=("auto", "S", "M", "L", "R50"),
+        "variant", "auto", "auto (from the checkpoint; with stand-in weights EOV-Seg S, FC-CLIP L, SAN B, SED B); EOV-Seg: S (RN50 "
+        "CLIP), M (RN50x4), L (ConvNeXt-L); FC-CLIP: R50, L; SAN: B (ViT-B/16), L (ViT-L/14); SED: B (ConvNeXt-B), L",
+        choices=("auto", "S", "M", "L", "R50", "B"),
     ),
     ParameterSpec("backend", "torch", "inference backend", choices=("torch", "onnxruntime", "tensorrt")),
     ParameterSpec("engine_file", "", "ONNX from `ovseg export` (onnxruntime, tensorrt) or a built .engine (tensorrt)"),
@@ -64,6 +64,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("object_mask_threshold", 0.0, "minimum query score to become a segment", minimum=0.0, maximum=1.0),
     ParameterSpec("overlap_threshold", 0.8, "share of its own mask a segment must keep after overlaps", minimum=0.0, maximum=1.0),
     ParameterSpec("semantic_threshold", 0.0, "pixels whose best semantic score is lower get 65535 (none)", minimum=0.0, maximum=100.0),
+    ParameterSpec("early_rejection_topk", 0, "SED only (torch backend): category early rejection, 0 off, k keeps after each "
+                  "of its first 3 stages the classes in the top k at some pixel (8: SED's fast setting)", minimum=0, maximum=1000),
     ParameterSpec(
         "cameras", ["camera"], "camera names (output topics ~/<camera>/...); one camera reads 'image' and 'camera_info', "
         "several read '<camera>/image' and '<camera>/camera_info' (remap them)",
@@ -137,6 +139,7 @@ class NodeParameters:
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.8
     semantic_threshold: float = 0.0
+    early_rejection_topk: int = 0
     cameras: tuple[str, ...] = ("camera",)
     compressed: bool = False
     qos_reliability: str = "best_effort"

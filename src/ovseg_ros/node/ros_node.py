@@ -208,6 +208,7 @@ class OvsegNode(LifecycleNode):
             object_mask_threshold=p.object_mask_threshold,
             overlap_threshold=p.overlap_threshold,
             semantic_threshold=p.semantic_threshold,
+            early_rejection_topk=p.early_rejection_topk,
         )
         # device, checkpoint and vocabulary are checked before the model is built
         self.predictor = Predictor.from_checkpoint(
