@@ -1,5 +1,5 @@
-"""The node with SAN (a semantic-only model), chosen by the launch argument `model`: it
-announces the model, publishes the semantic image and one Segment per class present
+"""The node with SAN or SED (semantic-only models), chosen by the launch argument `model`:
+it announces the model, publishes the semantic image and one Segment per class present
 (none of them a thing, so no detections), and stops cleanly."""
 
 from __future__ import annotations
@@ -20,19 +20,20 @@ from vision_msgs.msg import Detection2DArray
 pytestmark = pytest.mark.timeout(400)
 
 
-def test_san_node_publishes_class_regions(tmp_path):
+@pytest.mark.parametrize("model,announced", [("san", "SAN B (ViT-B/16 CLIP)"), ("sed", "SED B (convnext_base_w_320 CLIP)")])
+def test_semantic_node_publishes_class_regions(tmp_path, model, announced):
     params = tmp_path / "params.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n")
+    params.write_text("/**:\n  ros__parameters:\n    min_size: 0\n    device: cpu\n    early_rejection_topk: 2\n")
     launch = Launch(
-        ["ovseg_ros", "ovseg.launch.py", "weights:=random", "model:=san", f"params_file:={params}",
+        ["ovseg_ros", "ovseg.launch.py", "weights:=random", f"model:={model}", f"params_file:={params}",
          "camera_topics:=/sem/image_raw", "classes:=person; car, automobile; road; sky", "things:=person; car"],
         tmp_path / "launch.log",
     )
     try:
         assert launch.wait_for_output("segmenting", timeout=300), launch.output
-        assert "with SAN B (ViT-B/16 CLIP)" in launch.output
+        assert f"with {announced}" in launch.output
         init_rclpy()
-        peer = Peer("ovseg_san_test_peer")
+        peer = Peer(f"ovseg_{model}_test_peer")
         try:
             segments = peer.record(SegmentArray, "/ovseg_node/sem/segments")
             semantic = peer.record(Image, "/ovseg_node/sem/semantic")
