@@ -22,7 +22,7 @@ from ovseg_ros.benchmark import machine_info
 from ovseg_ros.config import variant_config
 from ovseg_ros.modeling import EOVSeg
 from ovseg_ros.modeling.clip_resnet import MaskedAttentionPool
-from ovseg_ros.modeling.decoder import DynamicChannelConv
+from ovseg_ros.modeling.eov_seg.decoder import DynamicChannelConv
 from ovseg_ros.naive import loop_dynamic_conv_forward, loop_panoptic, repeated_query_attnpool_forward
 from ovseg_ros.postprocess import panoptic_fusion
 from ovseg_ros.predictor import _randomize

@@ -33,8 +33,9 @@ from support import load_cases, write_stand_in_checkpoint  # noqa: E402
 
 from ovseg_ros.benchmark import machine_info  # noqa: E402
 from ovseg_ros.config import InferenceConfig  # noqa: E402
-from ovseg_ros.engine import create_engine  # noqa: E402
-from ovseg_ros.mixed_precision import Calibration, mixed_precision_model, module_of  # noqa: E402
+from ovseg_ros.backends import create_engine  # noqa: E402
+from ovseg_ros.fp16_calibration import Calibration  # noqa: E402
+from ovseg_ros.mixed_precision import mixed_precision_model, module_of  # noqa: E402
 from ovseg_ros.onnx_export import export_onnx  # noqa: E402
 from ovseg_ros.predictor import Predictor, build_model  # noqa: E402
 from ovseg_ros.vocabulary import TextEmbedder  # noqa: E402

@@ -1,6 +1,6 @@
-"""EOV-Seg (fast) beside FC-CLIP (accurate) and SAN (semantic only): per-stage latency on
-the same image and vocabulary, in one run, and FLOPs per frame, so a robot team can pick
-per deployment.
+"""EOV-Seg (fast) beside FC-CLIP (accurate), SAN and SED (semantic only): per-stage latency
+on the same image and vocabulary, in one run, and FLOPs per frame, so a robot team can
+pick per deployment. SED always runs at its 768 x 768 (early rejection off).
 
     python benchmarks/bench_models.py [--device cpu] [--repeats 3] [--size 480x640] [--json out.json]
 
@@ -30,7 +30,8 @@ from ovseg_ros.benchmark import machine_info
 from ovseg_ros.config import InferenceConfig
 from ovseg_ros.predictor import Predictor
 
-MODELS = (("eov_seg", "S"), ("fc_clip", "R50"), ("eov_seg", "L"), ("fc_clip", "L"), ("san", "B"), ("san", "L"))
+MODELS = (("eov_seg", "S"), ("fc_clip", "R50"), ("eov_seg", "L"), ("fc_clip", "L"), ("san", "B"), ("san", "L"), ("sed", "B"),
+          ("sed", "L"))
 STAGES = {
     "eov_seg": (("image_encoder", "CLIP backbone"), ("vit_stem", "ViT stem"), ("neck", "neck / pixel decoder"),
                 ("decoder", "decoder")),
@@ -38,6 +39,8 @@ STAGES = {
                 ("transformer_decoder", "decoder")),
     "san": (("clip_features", "CLIP backbone"), ("side_adapter", "side adapter (SAN)"),
             ("recognition_head", "recognition (SAN: CLIP's last blocks)")),
+    "sed": (("image_encoder", "CLIP backbone"), ("decoder.decoder1", "decoder"), ("decoder.decoder2", "decoder"),
+            ("decoder.decoder3", "decoder")),  # the cost volume and heads count in the whole network only
 }
 OOV_MODULES = ("image_encoder.attnpool", "image_encoder.head", "image_encoder.trunk.head")  # CLIP's view of masks
 CLASSES = (
@@ -82,7 +85,9 @@ def measure(family: str, variant: str, image: np.ndarray, device: str, repeats: 
     )
     model, state = predictor.engine.model, predictor._state
     batch = predictor.preprocess([image])
-    stages = dict(STAGES[family]) | {path: "CLIP view of masks" for path in OOV_MODULES}
+    stages = dict(STAGES[family])
+    if family in ("eov_seg", "fc_clip"):  # (SED's image_encoder.head is its dense head, not a view of masks)
+        stages |= {path: "CLIP view of masks" for path in OOV_MODULES}
     rows: dict[str, list[float]] = {}
     with torch.inference_mode():
         predictor.predict([image])  # warm-up

@@ -59,7 +59,7 @@ def tiny_model():
 @pytest.fixture()
 def tiny_predictor(tiny_model):
     from ovseg_ros.config import InferenceConfig
-    from ovseg_ros.engine import TorchEngine
+    from ovseg_ros.backends import TorchEngine
     from ovseg_ros.predictor import Predictor
     from ovseg_ros.vocabulary import TextEmbedder
 

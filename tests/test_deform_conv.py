@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from ovseg_ros.modeling.deform_conv import deform_conv2d_grid_sample
+from ovseg_ros.modeling.eov_seg.deform_conv import deform_conv2d_grid_sample
 
 TOLERANCE = 1e-4  # max abs, fp32
 
@@ -62,7 +62,7 @@ def test_the_necks_real_shapes(channels, out_channels, height, width):
 def test_the_neck_exports_the_decomposed_form(tiny_model):
     """Eager runs use torchvision's op; under ONNX export the neck switches to the
     decomposition, and the two agree on the neck's output."""
-    from ovseg_ros.modeling.neck import ModulatedDeformConv
+    from ovseg_ros.modeling.eov_seg.neck import ModulatedDeformConv
 
     dcn = next(m for m in tiny_model.modules() if isinstance(m, ModulatedDeformConv))
     x = torch.randn(1, dcn.weight.shape[1], 8, 10)

@@ -17,7 +17,7 @@ from support import load_cases, parity_folder_named, write_stand_in_checkpoint
 from ovseg_ros.checkpoint import CheckpointError, check_model, detect_model, read_state_dict
 from ovseg_ros.cli import main
 from ovseg_ros.config import model_config
-from ovseg_ros.engine import create_engine
+from ovseg_ros.backends import create_engine
 from ovseg_ros.onnx_export import export_onnx, read_metadata
 from ovseg_ros.postprocess import class_logits, classify_masks, semantic_probabilities, upsample_masks
 from ovseg_ros.predictor import build_model

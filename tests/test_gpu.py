@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.engine import TorchEngine
+from ovseg_ros.backends import TorchEngine
 from ovseg_ros.postprocess import panoptic_fusion
 from ovseg_ros.preprocess import preprocess
 

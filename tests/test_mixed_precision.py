@@ -14,7 +14,6 @@ from ovseg_ros.mixed_precision import (
     FP32_NODES_KEY,
     Agreement,
     Fp32Set,
-    calibrate_export,
     compare,
     compute_nodes,
     mixed_precision_model,
@@ -22,6 +21,7 @@ from ovseg_ros.mixed_precision import (
     overflow_nodes,
     rounded_model,
 )
+from ovseg_ros.fp16_calibration import calibrate_export
 from ovseg_ros.onnx_export import export_onnx, read_metadata
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")

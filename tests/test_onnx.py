@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ovseg_ros.config import InferenceConfig
-from ovseg_ros.engine import BackendUnavailable, TorchEngine, create_engine
-from ovseg_ros.modeling.eov_seg import append_void
+from ovseg_ros.backends import BackendUnavailable, TorchEngine, create_engine
+from ovseg_ros.modeling.eov_seg.eov_seg import append_void
 from ovseg_ros.onnx_export import OPSET, export_onnx, read_metadata
 from ovseg_ros.postprocess import class_logits, classify_masks, semantic_probabilities, upsample_masks
 from ovseg_ros.predictor import Predictor
@@ -116,7 +116,7 @@ def test_missing_tensorrt_names_what_to_install(onnx_file):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        from ovseg_ros.engine_tensorrt import import_tensorrt
+        from ovseg_ros.backends.tensorrt_engine import import_tensorrt
 
         with pytest.raises(BackendUnavailable, match="TensorRT"):
             import_tensorrt()

@@ -19,7 +19,7 @@ import torch
 from support import PANOPTIC_FAMILIES, check_parity_folder, load_cases, parity_folders, write_stand_in_checkpoint
 
 from ovseg_ros.config import InferenceConfig
-from ovseg_ros.engine import TorchEngine
+from ovseg_ros.backends import TorchEngine
 from ovseg_ros.postprocess import class_logits, classify_masks, panoptic_fusion, semantic_probabilities, upsample_masks
 from ovseg_ros.predictor import Predictor, build_model
 from ovseg_ros.preprocess import preprocess

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ovseg_ros.config import InferenceConfig
-from ovseg_ros.engine import TorchEngine
+from ovseg_ros.backends import TorchEngine
 from ovseg_ros.predictor import MissingWeightsError, Predictor, build_model
 from ovseg_ros.vocabulary import TextEmbedder, VocabularyError
 
@@ -79,7 +79,7 @@ def test_any_image_size_and_consistent_segments(predictor, shape):
 def test_unusable_device_is_a_clear_error():
     import torch
 
-    from ovseg_ros.engine import resolve_device
+    from ovseg_ros.backends import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
@@ -125,7 +125,7 @@ class RowLimitedEngine(TorchEngine):
         self.text_rows = (1, high, high)
 
     def check_text_rows(self, rows: int) -> None:
-        from ovseg_ros.tensorrt_plan import check_text_rows
+        from ovseg_ros.backends.tensorrt_plan import check_text_rows
 
         check_text_rows(rows, self.text_rows)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ovseg_ros.modeling.clip_resnet import MaskedAttentionPool
-from ovseg_ros.modeling.decoder import DynamicChannelConv
+from ovseg_ros.modeling.eov_seg.decoder import DynamicChannelConv
 from ovseg_ros.naive import loop_dynamic_conv_forward, repeated_query_attnpool_forward
 
 

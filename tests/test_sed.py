@@ -63,6 +63,7 @@ def test_checkpoints_are_recognised_and_another_model_is_refused():
         check_model(state_dict, "fc_clip", None)
 
 
+@pytest.mark.slow  # two 768 x 768 exports of SED B
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
 def test_onnxruntime_reproduces_torch_with_and_without_static_rejection(sed_predictor, image, tmp_path):
     model = sed_predictor.engine.model

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.engine_tensorrt import BuildConfig, TensorRTEngine, build_engine
-from ovseg_ros.mixed_precision import calibrate_export
+from ovseg_ros.backends.tensorrt_engine import BuildConfig, TensorRTEngine, build_engine
+from ovseg_ros.fp16_calibration import calibrate_export
 from ovseg_ros.onnx_export import export_onnx
 from ovseg_ros.preprocess import preprocess
 

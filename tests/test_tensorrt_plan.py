@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ovseg_ros.engine_tensorrt import cache_key
-from ovseg_ros.tensorrt_plan import (
+from ovseg_ros.backends.tensorrt_engine import cache_key
+from ovseg_ros.backends.tensorrt_plan import (
     UnsupportedTensorRT,
     build_plan,
     check_text_rows,

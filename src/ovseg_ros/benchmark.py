@@ -83,14 +83,16 @@ def pipeline_latency(predictor, rgb: np.ndarray, iterations: int, warmup: int) -
     return rows, 1.0 / float(np.median(end_to_end))
 
 
-def run(args) -> int:
-    from ovseg_ros.cli import make_predictor
+def benchmark_vocabulary(num_classes: int) -> tuple[str, str]:
+    """(classes, things): the first `num_classes` COCO panoptic classes, as the node takes them."""
+    names = [names for _, _, names in COCO_PANOPTIC_CLASSES[:num_classes]]
+    things = [names.split(",")[0] for _, thing, names in COCO_PANOPTIC_CLASSES[:num_classes] if thing]
+    return "; ".join(names), "; ".join(things)
 
+
+def run(args, predictor) -> int:
+    """`ovseg benchmark`: `predictor` built by the CLI with benchmark_vocabulary's classes."""
     height, width = args.size
-    names = [names for _, _, names in COCO_PANOPTIC_CLASSES[: args.num_classes]]
-    things = [names.split(",")[0] for _, thing, names in COCO_PANOPTIC_CLASSES[: args.num_classes] if thing]
-    args.classes, args.things, args.min_size = "; ".join(names), "; ".join(things), 0
-    predictor = make_predictor(args)
     rows, fps = pipeline_latency(predictor, sample_frame(height, width), args.iterations, args.warmup)
     result = {
         "model": f"{predictor.model_config.family} {predictor.model_config.variant}",

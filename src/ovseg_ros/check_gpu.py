@@ -45,7 +45,7 @@ def _fixture_cases(fixtures: Path | None, folder: str, size: tuple[int, int]) ->
     """(image resized to `size`, classes, things) per network case of a parity fixture
     folder; without fixtures, the sample photos with the node's default vocabulary."""
     from ovseg_ros.config import DEFAULT_CLASSES, DEFAULT_THINGS
-    from ovseg_ros.mixed_precision import sample_images
+    from ovseg_ros.fp16_calibration import sample_images
 
     height, width = size
     if fixtures is not None and (fixtures / folder / "cases.json").is_file():
@@ -60,7 +60,7 @@ def _fixture_cases(fixtures: Path | None, folder: str, size: tuple[int, int]) ->
 
 
 def _results(predictor, cases) -> list[dict]:
-    from ovseg_ros.mixed_precision import pipeline_results
+    from ovseg_ros.fp16_calibration import pipeline_results
 
     out = []
     for image, classes, things in cases:
@@ -75,7 +75,7 @@ def _engine_for(row, model, onnx_file: Path | None, cache: Path):
     """The engine of one row, or the reason it cannot run here."""
     import torch
 
-    from ovseg_ros.engine import TorchEngine
+    from ovseg_ros.backends import TorchEngine
 
     backend, device, precision, graphs = row
     if device == "cuda" and not torch.cuda.is_available():
@@ -83,11 +83,11 @@ def _engine_for(row, model, onnx_file: Path | None, cache: Path):
     if backend == "torch":
         return TorchEngine(model, device, fp16=precision == "fp16", cuda_graphs=graphs), None
     if backend == "onnxruntime":
-        from ovseg_ros.engine_onnxruntime import OnnxRuntimeEngine
+        from ovseg_ros.backends.onnxruntime_engine import OnnxRuntimeEngine
 
         return OnnxRuntimeEngine(onnx_file, device), None
     try:
-        from ovseg_ros.engine_tensorrt import BuildConfig, TensorRTEngine, build_engine, import_tensorrt
+        from ovseg_ros.backends.tensorrt_engine import BuildConfig, TensorRTEngine, build_engine, import_tensorrt
 
         import_tensorrt()
     except ImportError as exc:
@@ -105,7 +105,8 @@ def _tensorrt_available() -> bool:
 def run(args) -> int:
     from ovseg_ros.benchmark import machine_info, pipeline_latency
     from ovseg_ros.config import InferenceConfig
-    from ovseg_ros.mixed_precision import Agreement, calibrate_export, compare
+    from ovseg_ros.fp16_calibration import calibrate_export
+    from ovseg_ros.mixed_precision import Agreement, compare
     from ovseg_ros.onnx_export import export_onnx
     from ovseg_ros.predictor import Predictor, build_model_from, read_weights
     from ovseg_ros.vocabulary import TextEmbedder

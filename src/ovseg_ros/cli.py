@@ -327,7 +327,7 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB): {inputs}")
     report_tensorrt_support(path)
     if not args.no_fp16_calibration:
-        from ovseg_ros.mixed_precision import calibrate_export
+        from ovseg_ros.fp16_calibration import calibrate_export
 
         found = calibrate_export(path, model)
         a = found.agreement
@@ -342,7 +342,7 @@ def report_tensorrt_support(path: Path) -> None:
     """One line per TensorRT version: would its ONNX parser take this file?"""
     import onnx
 
-    from ovseg_ros.tensorrt_support import PARSERS, check_graph
+    from ovseg_ros.backends.tensorrt_support import PARSERS, check_graph
 
     proto = onnx.load(str(path))
     for name, parser in PARSERS.items():
@@ -358,7 +358,7 @@ def run_check_gpu(args: argparse.Namespace) -> int:
 
 
 def run_build_engine(args: argparse.Namespace) -> int:
-    from ovseg_ros.engine_tensorrt import DEFAULT_CACHE, BuildConfig, build_engine
+    from ovseg_ros.backends.tensorrt_engine import DEFAULT_CACHE, BuildConfig, build_engine
 
     if not args.onnx.is_file():
         raise FileNotFoundError(f"ONNX file not found: {args.onnx}")
@@ -371,9 +371,11 @@ def run_build_engine(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from ovseg_ros.benchmark import run
+    from ovseg_ros.benchmark import benchmark_vocabulary, run
 
-    return run(args)
+    args.classes, args.things = benchmark_vocabulary(args.num_classes)
+    args.min_size = 0
+    return run(args, make_predictor(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ One file for every TensorRT from 8.6 on (JetPack 6.0) and for onnxruntime:
 - opset 17, the newest that TensorRT 8.6 reads, where ReduceMean/ReduceMax/ReduceL2
   take their axes as attributes (8.6 ignores the opset-18 axes input and reduces all);
 - no plugin ops: the modulated deformable convolutions are GridSample + MatMul
-  (modeling/deform_conv.py), not ONNX DeformConv (no importer in 8.6 or 10.0);
+  (modeling/eov_seg/deform_conv.py), not ONNX DeformConv (no importer in 8.6 or 10.0);
 - shapes folded into constants (onnx-graphsurgeon), so no shape arithmetic is left on
   the fixed image size and none reads the dynamic text rows.
 `tensorrt_support.py` checks a file against each version's documented parser support.

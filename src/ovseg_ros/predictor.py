@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ovseg_ros.checkpoint import check_model, describe_model, load_state_dict, read_state_dict
 from ovseg_ros.config import InferenceConfig, ModelConfig, check_model as check_model_name, model_config
-from ovseg_ros.engine import Engine, EngineOutput, create_engine, resolve_device
+from ovseg_ros.backends import Engine, EngineOutput, create_engine, resolve_device
 from ovseg_ros.modeling import EOVSeg, FCCLIP, build_network
 from ovseg_ros.modeling.output import append_void
 from ovseg_ros.modeling.sed.preprocess import semantic_scores

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg_ros.modeling.common import MLP, LayerNorm2d, mask_pool
-from ovseg_ros.modeling.vas import VocabularyAwareSelection
+from ovseg_ros.modeling.eov_seg.vas import VocabularyAwareSelection
 
 
 class DynamicChannelConv(nn.Module):

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg_ros.modeling.ms_deform_attn import MSDeformAttn
-from ovseg_ros.modeling.position_encoding import sine_position_encoding
+from ovseg_ros.modeling.fc_clip.ms_deform_attn import MSDeformAttn
+from ovseg_ros.modeling.fc_clip.position_encoding import sine_position_encoding
 
 
 class ConvNorm(nn.Conv2d):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg_ros.modeling.deform_conv import deform_conv2d_grid_sample
+from ovseg_ros.modeling.eov_seg.deform_conv import deform_conv2d_grid_sample
 
 
 @functools.cache

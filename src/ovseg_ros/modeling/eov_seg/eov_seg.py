@@ -9,10 +9,10 @@ from torch import nn
 
 from ovseg_ros.config import EOVSegConfig
 from ovseg_ros.modeling.clip_towers import add_clip_towers
-from ovseg_ros.modeling.decoder import LightDecoder
-from ovseg_ros.modeling.neck import LiteNeck
+from ovseg_ros.modeling.eov_seg.decoder import LightDecoder
+from ovseg_ros.modeling.eov_seg.neck import LiteNeck
+from ovseg_ros.modeling.eov_seg.vit_stem import ViTStem
 from ovseg_ros.modeling.output import ModelOutput, append_void, clip_view_of_masks
-from ovseg_ros.modeling.vit_stem import ViTStem
 
 EOVSegOutput = ModelOutput  # the name earlier code used
 

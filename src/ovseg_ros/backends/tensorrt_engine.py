@@ -30,10 +30,8 @@ from pathlib import Path
 
 import torch
 
-from ovseg_ros.engine import BackendUnavailable, EngineOutput, resolve_device, run_in_batches
-from ovseg_ros.mixed_precision import FP32_NODES_KEY, Fp32Set, mixed_precision_model
-from ovseg_ros.onnx_export import INPUT_NAMES, postprocess_tensors, read_metadata
-from ovseg_ros.tensorrt_plan import (
+from ovseg_ros.backends.base import BackendUnavailable, EngineOutput, resolve_device, run_in_batches
+from ovseg_ros.backends.tensorrt_plan import (
     BuildPlan,
     build_plan,
     check_text_rows,
@@ -43,6 +41,8 @@ from ovseg_ros.tensorrt_plan import (
     parse_version,
     timing_cache_name,
 )
+from ovseg_ros.mixed_precision import FP32_NODES_KEY, Fp32Set, mixed_precision_model
+from ovseg_ros.onnx_export import INPUT_NAMES, postprocess_tensors, read_metadata
 
 log = logging.getLogger(__name__)
 

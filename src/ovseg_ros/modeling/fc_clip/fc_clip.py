@@ -11,9 +11,9 @@ from torch import nn
 
 from ovseg_ros.config import FCCLIPConfig
 from ovseg_ros.modeling.clip_towers import add_clip_towers
-from ovseg_ros.modeling.masked_attention_decoder import MaskedAttentionDecoder
+from ovseg_ros.modeling.fc_clip.masked_attention_decoder import MaskedAttentionDecoder
+from ovseg_ros.modeling.fc_clip.pixel_decoder import MSDeformAttnPixelDecoder
 from ovseg_ros.modeling.output import ModelOutput, append_void, clip_view_of_masks
-from ovseg_ros.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 
 
 class FCCLIP(nn.Module):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ovseg_ros.engine import BackendUnavailable, EngineOutput, run_in_batches
+from ovseg_ros.backends.base import BackendUnavailable, EngineOutput, run_in_batches
 from ovseg_ros.onnx_export import postprocess_tensors, read_metadata
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg_ros.modeling.common import MLP, all_true, mask_pool
-from ovseg_ros.modeling.position_encoding import sine_position_encoding
+from ovseg_ros.modeling.fc_clip.position_encoding import sine_position_encoding
 
 
 class SelfAttentionLayer(nn.Module):
