@@ -194,14 +194,6 @@ def runs():
     holder.current = None
 
 
-@pytest.fixture()
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_fixture_folders_exist():
     for name in FOLDERS:
         folder = fixture_folder(name)

@@ -117,13 +117,14 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Linear layers with ReLU between them (DETR's prediction MLP)."""
+    """Linear layers with ReLU between them (DETR's prediction MLP); `layer` builds each
+    (SAN's pixel branches: 1x1 convolutions over a feature map)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, layer=nn.Linear) -> None:
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(layer(i, o) for i, o in zip(dims_in, dims_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):

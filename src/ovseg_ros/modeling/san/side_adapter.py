@@ -74,21 +74,8 @@ class SideViT(nn.Module):
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
 
 
-class ConvMLP(nn.Module):
-    """MLP of 1x1 convolutions over a feature map (ReLU between layers)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
-        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Conv2d(i, o, 1) for i, o in zip(dims_in, dims_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
+def conv1x1(input_dim: int, output_dim: int) -> nn.Conv2d:
+    return nn.Conv2d(input_dim, output_dim, 1)
 
 
 class FusionLayer(nn.Module):
@@ -112,8 +99,8 @@ class MaskDecoder(nn.Module):
         super().__init__()
         self.clip_heads = clip_heads
         self.query_mlp = MLP(width, hidden, embed, num_layers)
-        self.pix_mlp = ConvMLP(width, hidden, embed, num_layers)
-        self.attn_mlp = ConvMLP(width, hidden, embed * clip_heads, num_layers)
+        self.pix_mlp = MLP(width, hidden, embed, num_layers, conv1x1)  # over the feature map
+        self.attn_mlp = MLP(width, hidden, embed * clip_heads, num_layers, conv1x1)
         self.bias_scaling = nn.Linear(1, 1)
 
     def forward(self, queries: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
