@@ -82,3 +82,19 @@ def test_checkpoints_name_their_variant_and_refuse_another_model():
     bad = {"clip_visual_extractor.conv1.weight": torch.zeros(512, 3, 32, 32), "side_adapter_network.query_embed": torch.zeros(1)}
     with pytest.raises(CheckpointError, match="patch embedding"):
         detect_model(bad)
+
+
+def test_the_tracker_keeps_one_id_per_class_region(san_predictor):
+    from ovseg_ros.tracking import SegmentTracker
+
+    san_predictor.set_vocabulary("person; road; sky")
+    tracker = SegmentTracker()
+    rng = np.random.default_rng(1)
+    ids = []
+    for t in range(3):
+        image = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+        result = san_predictor(image)
+        ids.append(dict(zip((s.label for s in result.segments), tracker.update(result, stamp=0.1 * t))))
+    assert all(i > 0 for frame in ids for i in frame.values())
+    for label in set(ids[0]) & set(ids[-1]):
+        assert ids[0][label] == ids[-1][label]
