@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ovseg_ros.config import InferenceConfig
-from ovseg_ros.engine import TorchEngine
+from ovseg_ros.backends import TorchEngine
 from ovseg_ros.predictor import Predictor
 from ovseg_ros.vocabulary import TextEmbedder
 from ovseg_training.config import DataConfig, LossConfig, OptimConfig, TrainConfig

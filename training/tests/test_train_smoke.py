@@ -10,7 +10,7 @@ import torch
 from training_support import split
 
 from ovseg_ros.config import InferenceConfig
-from ovseg_ros.engine import TorchEngine
+from ovseg_ros.backends import TorchEngine
 from ovseg_ros.predictor import Predictor
 from ovseg_ros.vocabulary import TextEmbedder
 from ovseg_training.config import DataConfig, GKCConfig, LossConfig, OptimConfig, TrainConfig
