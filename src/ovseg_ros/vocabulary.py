@@ -265,53 +265,70 @@ class TextEmbedder:
         """Every template's prefix ("a photo of a") is encoded once per embedder and its
         keys/values reused, so only each name's own tokens and the template's tail run
         through the transformer, all templates in one batch."""
-        device = self.device
         num_templates = len(VILD_TEMPLATES)
         tokens = self.tokenizer([p for name in names for p in prompts_for(name)])  # row = name * 14 + template
-        lengths = tokens.argmax(-1) + 1  # end-of-text has the largest token id
-        prefix_tokens, prefix_lengths, caches = self._prefixes()
         template = torch.arange(num_templates).repeat(len(names))
-        row_prefix = prefix_lengths[template]
-        width = prefix_tokens.shape[1]
-        in_prefix = torch.arange(width)[None, :] < row_prefix[:, None]
-        shares = ((tokens[:, :width] == prefix_tokens[template]) | ~in_prefix).all(-1) & (lengths > row_prefix)
-
-        features = torch.empty(tokens.shape[0], self.text_encoder.text_projection.shape[1], device=device)
-        rows = torch.nonzero(shares).squeeze(1)
-        rows = rows[torch.argsort(lengths[rows] - row_prefix[rows])]  # similar suffix lengths share a batch
-        for start in range(0, rows.numel(), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
-            suffix_len = int((lengths[chunk] - row_prefix[chunk]).max())
-            index = (row_prefix[chunk, None] + torch.arange(suffix_len)).clamp(max=tokens.shape[1] - 1)
-            suffix = tokens[chunk].gather(1, index).to(device)
-            rows_cache = [(k[template[chunk]], v[template[chunk]]) for k, v in caches]
-            features[chunk.to(device)] = self.text_encoder.forward_after_prefix(
-                rows_cache, suffix, row_prefix[chunk].to(device)
-            ).float()
-        for row in torch.nonzero(~shares).squeeze(1).tolist():  # rare: tokens merged across the seam
-            features[row] = self.text_encoder(tokens[row : row + 1, : int(lengths[row])].to(device))[0].float()
+        features = encode_prompt_tokens(self.text_encoder, tokens, template, self._prefixes(), self.batch_size)
         features = F.normalize(features, dim=-1).view(len(names), num_templates, -1).mean(1)
         return F.normalize(features, dim=-1)
 
     def _prefixes(self):
-        """(prefix tokens [T, P] zero padded, lengths [T], per-layer (k, v) [T, heads, P, d])
-        for the templates' text before the class name, computed once (CLIP is frozen)."""
+        """The VILD templates' prefixes (template_prefixes), computed once (CLIP is frozen)."""
         if self._prefix_state is None:
-            sot = self.tokenizer.encoder["<start_of_text>"]
-            prefixes = [[sot] + self.tokenizer.encode(t.split("{}")[0]) for t in VILD_TEMPLATES]
-            width = max(len(p) for p in prefixes)
-            tokens = torch.zeros(len(prefixes), width, dtype=torch.long)
-            for i, p in enumerate(prefixes):
-                tokens[i, : len(p)] = torch.tensor(p)
-            with torch.inference_mode():
-                per_template = [self.text_encoder.prefix_cache(tokens[i, : len(p)].to(self.device)) for i, p in enumerate(prefixes)]
-            caches = []
-            for layer in range(len(per_template[0])):
-                k = torch.stack([F.pad(c[layer][0][0], (0, 0, 0, width - c[layer][0].shape[2])) for c in per_template])
-                v = torch.stack([F.pad(c[layer][1][0], (0, 0, 0, width - c[layer][1].shape[2])) for c in per_template])
-                caches.append((k, v))
-            self._prefix_state = (tokens, torch.tensor([len(p) for p in prefixes]), caches)
+            self._prefix_state = template_prefixes(self.text_encoder, self.tokenizer, VILD_TEMPLATES)
         return self._prefix_state
+
+
+def template_prefixes(text_encoder: torch.nn.Module, tokenizer, templates: Sequence[str]):
+    """(prefix tokens [T, P] zero padded, lengths [T], per-layer (k, v) [T, heads, P, d])
+    of each template's text before the class name ("a photo of a"), encoded in one batch
+    (the padding is on the right: causal attention keeps it out of the real tokens)."""
+    sot = tokenizer.encoder["<start_of_text>"]
+    prefixes = [[sot] + tokenizer.encode(t.split("{}")[0]) for t in templates]
+    tokens = torch.zeros(len(prefixes), max(len(p) for p in prefixes), dtype=torch.long)
+    for i, prefix in enumerate(prefixes):
+        tokens[i, : len(prefix)] = torch.tensor(prefix)
+    with torch.inference_mode():
+        caches = text_encoder.prefix_cache(tokens.to(next(text_encoder.parameters()).device))
+    return tokens, torch.tensor([len(p) for p in prefixes]), caches
+
+
+@torch.inference_mode()
+def encode_prompt_tokens(text_encoder: torch.nn.Module, tokens: torch.Tensor, template_rows: torch.Tensor,
+                         prefixes=None, batch_size: int = 64) -> torch.Tensor:
+    """End-of-text features [N, D] (not normalised) of tokenised prompts [N, 77], row i made
+    from template `template_rows[i]`. CLIP's text attention is causal, so the result is the
+    full-context one up to float rounding: each prompt is cut after its end-of-text token,
+    and with `prefixes` (template_prefixes) a prompt that starts with its template's prefix
+    runs only its own tokens after it, prompts of similar suffix length in one batch. The
+    rest (a name whose tokens merged across the seam, or every prompt without `prefixes`)
+    run whole, a batch per length."""
+    device = text_encoder.text_projection.device
+    lengths = tokens.argmax(-1) + 1  # end-of-text has the largest token id
+    features = torch.empty(tokens.shape[0], text_encoder.text_projection.shape[1], device=device)
+    shares = torch.zeros(tokens.shape[0], dtype=torch.bool)
+    if prefixes is not None:
+        prefix_tokens, prefix_lengths, caches = prefixes
+        row_prefix = prefix_lengths[template_rows]
+        width = prefix_tokens.shape[1]
+        in_prefix = torch.arange(width)[None, :] < row_prefix[:, None]
+        shares = ((tokens[:, :width] == prefix_tokens[template_rows]) | ~in_prefix).all(-1) & (lengths > row_prefix)
+        rows = torch.nonzero(shares).squeeze(1)
+        rows = rows[torch.argsort(lengths[rows] - row_prefix[rows])]  # similar suffix lengths share a batch
+        for start in range(0, rows.numel(), batch_size):
+            chunk = rows[start : start + batch_size]
+            suffix_len = int((lengths[chunk] - row_prefix[chunk]).max())
+            index = (row_prefix[chunk, None] + torch.arange(suffix_len)).clamp(max=tokens.shape[1] - 1)
+            suffix = tokens[chunk].gather(1, index).to(device)
+            rows_cache = [(k[template_rows[chunk]], v[template_rows[chunk]]) for k, v in caches]
+            features[chunk.to(device)] = text_encoder.forward_after_prefix(rows_cache, suffix, row_prefix[chunk].to(device)).float()
+    rest = torch.nonzero(~shares).squeeze(1)
+    for length in torch.unique(lengths[rest]).tolist():
+        same = rest[lengths[rest] == length]
+        for start in range(0, same.numel(), batch_size):
+            chunk = same[start : start + batch_size]
+            features[chunk.to(device)] = text_encoder(tokens[chunk, :length].to(device)).float()
+    return features
 
 
 def encode_prompts_full_context(text_encoder: torch.nn.Module, tokenizer, names: Sequence[str]) -> torch.Tensor:

@@ -55,11 +55,14 @@ class CLIPTextEncoder(nn.Module):
         return self._project_eot(self.transformer(x), tokens)
 
     def prefix_cache(self, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys and values of every layer for a token prefix [P] shared by many prompts.
+        """Keys and values [T, heads, P, head_dim] of every layer for token prefixes [T, P]
+        (or one, [P]) shared by many prompts; zero padded on the right when of different
+        lengths (forward_after_prefix's `prefix_lengths` then masks the padding).
 
         Attention is causal, so these do not depend on what follows the prefix.
         """
-        x = self.token_embedding(prefix[None]) + self.positional_embedding[: prefix.shape[0]]
+        prefix = prefix if prefix.dim() == 2 else prefix[None]
+        x = self.token_embedding(prefix) + self.positional_embedding[: prefix.shape[1]]
         cache = []
         for block in self.transformer.resblocks:
             empty = x.new_empty(1, block.attn.num_heads, 0, x.shape[-1] // block.attn.num_heads)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ovseg_ros.vocabulary import default_tokenizer, encode_prompt_tokens, template_prefixes
+
 # The 80 ImageNet templates of CLIP's prompt-engineering notebook, in the order of SED's
 # `imagenet_templates.IMAGENET_TEMPLATES`: the order is the cost volume's channel order,
 # which the decoder's first convolution was trained on.
@@ -126,15 +128,13 @@ def encode_class_names(
     it is). Equal to the published 77-token call up to float rounding, and fast:
     attention is causal, so the end-of-text feature depends only on the tokens up to it.
     Each prompt is cut to its own length (end-of-text position + 1) and prompts of one
-    length run as one batch. With `share_prefixes` (a CLIPTextEncoder and open_clip's
-    tokenizer), each template's text before the class name ("a bad photo of a") is
-    encoded once, and its keys and values are reused for every class, so only the name
-    and the template's tail run per prompt. Identical prompts are encoded once.
+    length run as one batch. With `share_prefixes`, each template's text before the class
+    name ("a bad photo of a") is encoded once, and its keys and values are reused for
+    every class, so only the name and the template's tail run per prompt
+    (vocabulary.encode_prompt_tokens, as the other models' text). Identical prompts are
+    encoded once.
     """
-    if tokenizer is None:
-        from ovseg_ros.vocabulary import default_tokenizer
-
-        tokenizer = default_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
     if not class_names:
         raise ValueError("no class names to encode")
     per_class = [class_prompts(name, templates) for name in class_names]
@@ -145,19 +145,10 @@ def encode_class_names(
             template_of.setdefault(prompt, i // per_template)
     unique = list(template_of)
     tokens = tokenizer(unique, context_length=getattr(text_encoder, "context_length", 77))
-    lengths = tokens.argmax(dim=-1) + 1  # end-of-text has the largest token id
-    device = text_encoder.text_projection.device
-    features = torch.empty(len(unique), text_encoder.text_projection.shape[1], device=device)
-    done = torch.zeros(len(unique), dtype=torch.bool)
-    if share_prefixes and _can_share_prefixes(text_encoder, tokenizer):
-        done = _encode_after_prefixes(text_encoder, tokenizer, templates, tokens, lengths,
-                                      torch.tensor([template_of[p] for p in unique]), features, batch_size)
-    rest = torch.nonzero(~done).squeeze(1)
-    for length in torch.unique(lengths[rest]).tolist():
-        rows = rest[lengths[rest] == length]
-        for start in range(0, rows.numel(), batch_size):
-            chunk = rows[start : start + batch_size]
-            features[chunk.to(device)] = text_encoder(tokens[chunk, :length].to(device)).float()
+    template_rows = torch.tensor([template_of[p] for p in unique])
+    prefixes = template_prefixes(text_encoder, tokenizer, templates) if share_prefixes else None
+    features = encode_prompt_tokens(text_encoder, tokens, template_rows, prefixes, batch_size)
+    device = features.device
     features = F.normalize(features, dim=-1)
     row_of = {prompt: i for i, prompt in enumerate(unique)}
     out = []
@@ -169,52 +160,3 @@ def encode_class_names(
         else:
             out.append(F.normalize(class_features.mean(dim=1), dim=-1))
     return torch.stack(out)
-
-
-def _can_share_prefixes(text_encoder, tokenizer) -> bool:
-    return hasattr(tokenizer, "encode") and hasattr(text_encoder, "forward_after_prefix") and hasattr(text_encoder, "transformer")
-
-
-def _encode_after_prefixes(text_encoder, tokenizer, templates, tokens, lengths, template_rows, features, batch_size):
-    """Fill `features` for the prompts whose tokens start with their template's prefix
-    tokens (a name can merge with the seam; those are left to the caller); returns
-    which rows were filled."""
-    device = features.device
-    start_token = int(tokens[0, 0])
-    prefixes = [[start_token] + tokenizer.encode(template.split("{}")[0]) for template in templates]
-    width = max(len(p) for p in prefixes)
-    prefix_tokens = torch.zeros(len(prefixes), width, dtype=tokens.dtype)
-    for i, prefix in enumerate(prefixes):
-        prefix_tokens[i, : len(prefix)] = torch.tensor(prefix, dtype=tokens.dtype)
-    prefix_lengths = torch.tensor([len(p) for p in prefixes])
-    caches = _prefix_caches(text_encoder, prefix_tokens.to(device))
-
-    row_prefix = prefix_lengths[template_rows]
-    in_prefix = torch.arange(width)[None, :] < row_prefix[:, None]
-    matches = ((tokens[:, :width] == prefix_tokens[template_rows]) | ~in_prefix).all(-1)
-    shares = matches & (lengths > row_prefix)
-    suffix_lengths = lengths - row_prefix
-    rows_sharing = torch.nonzero(shares).squeeze(1)
-    for length in torch.unique(suffix_lengths[rows_sharing]).tolist():
-        rows = rows_sharing[suffix_lengths[rows_sharing] == length]
-        for start in range(0, rows.numel(), batch_size):
-            chunk = rows[start : start + batch_size]
-            index = row_prefix[chunk, None] + torch.arange(length)
-            suffix = tokens[chunk].gather(1, index).to(device)
-            templates_of_chunk = template_rows[chunk].to(device)
-            cache = [(k[templates_of_chunk], v[templates_of_chunk]) for k, v in caches]
-            features[chunk.to(device)] = text_encoder.forward_after_prefix(cache, suffix, row_prefix[chunk].to(device)).float()
-    return shares
-
-
-def _prefix_caches(text_encoder, prefix_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer (keys, values) [T, heads, P, d] of all templates' prefixes in one batch
-    (zero padded on the right: causal attention keeps padding out of the real tokens)."""
-    x = text_encoder.token_embedding(prefix_tokens) + text_encoder.positional_embedding[: prefix_tokens.shape[1]]
-    caches = []
-    for block in text_encoder.transformer.resblocks:
-        heads = block.attn.num_heads
-        empty = x.new_empty(1, heads, 0, x.shape[-1] // heads)
-        x, k, v = block.forward_after(x, empty, empty)
-        caches.append((k, v))
-    return caches
