@@ -107,6 +107,7 @@ class Predictor:
         self._lock = threading.Lock()
         self._pixel_mean = torch.tensor(self.model_config.pixel_mean, device=self.device)
         self._pixel_std = torch.tensor(self.model_config.pixel_std, device=self.device)
+        self._sed_text_cache: dict[str, torch.Tensor] = {}  # SED's [80, D] text feature per class string
         network = getattr(engine, "model", None)
         if self.model_config.family == "sed" and hasattr(network, "default_rejection"):
             from ovseg_ros.modeling.sed.config import TopKRejection
@@ -197,7 +198,7 @@ class Predictor:
         before (a vocabulary change costs about 0.2 s per new class on a CPU)."""
         from ovseg_ros.modeling.sed.text import encode_class_names
 
-        cache = self.__dict__.setdefault("_sed_text_cache", {})
+        cache = self._sed_text_cache
         missing = list(dict.fromkeys(n for n in names if n not in cache))
         if missing:
             with torch.inference_mode():
