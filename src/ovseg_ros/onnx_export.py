@@ -55,16 +55,18 @@ def text_row_shape(model: nn.Module) -> tuple[int, ...]:
 
 
 class ExportedNetwork(nn.Module):
-    """The network's forward with plain tensor outputs (the final prediction only)."""
+    """The network's forward with plain tensor outputs (the final prediction only); SED's
+    with the early rejection the file is exported with (None: off)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, rejection=None) -> None:
         super().__init__()
         self.model = model
+        self.rejection = rejection
 
     def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor | None = None):
-        out = self.model(images, text_embeddings)
         if self.model.family == "sed":
-            return out.logits
+            return self.model(images, text_embeddings, self.rejection).logits
+        out = self.model(images, text_embeddings)
         return out.mask_logits[-1], out.class_embeddings[-1], out.clip_embeddings, out.clip_mask_valid
 
 
@@ -101,10 +103,18 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
     SED with `early_rejection_keep` N: its early rejection in static form (the N best
     classes after each of the first three stages, those outside the top
     `early_rejection_topk` everywhere masked out), for vocabularies of N classes or more."""
+    rejection = None
     if model.family == "sed":
         if (height, width) != tuple(model.config.clip_resolution):
             raise ValueError(f"SED's network input is {model.config.clip_resolution[0]}x{model.config.clip_resolution[1]}, "
                              f"not {height}x{width}: every image is resized to it")
+        if early_rejection_keep:
+            from ovseg_ros.modeling.sed.config import StaticTopKRejection
+
+            rejection = StaticTopKRejection(early_rejection_topk, early_rejection_keep, mask_rejected=True)
+            num_text_rows = max(num_text_rows, early_rejection_keep + 1)  # traced with more classes than it keeps
+    elif early_rejection_keep:
+        raise ValueError("early rejection is SED's: other models have none")
     else:
         check_export_size(height, width, model.config.size_divisibility)
     import onnx
@@ -114,16 +124,6 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
     model = model.eval().cpu()
     images = torch.zeros(batch, 3, height, width)
     names = input_names(model)
-    restore = getattr(model, "default_rejection", None)
-    if model.family == "sed":
-        from ovseg_ros.modeling.sed.config import StaticTopKRejection
-
-        model.default_rejection = None
-        if early_rejection_keep:
-            model.default_rejection = StaticTopKRejection(early_rejection_topk, early_rejection_keep, mask_rejected=True)
-            num_text_rows = max(num_text_rows, early_rejection_keep + 1)  # traced with more classes than it keeps
-    elif early_rejection_keep:
-        raise ValueError("early rejection is SED's: other models have none")
     text = torch.nn.functional.normalize(torch.randn(num_text_rows, *text_row_shape(model)), dim=-1)
     inputs = (images, text)[: len(names)]
     with torch.no_grad(), warnings.catch_warnings():
@@ -131,7 +131,7 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            ExportedNetwork(model).eval(),  # the exporter restores the wrapper's mode afterwards
+            ExportedNetwork(model, rejection).eval(),  # the exporter restores the wrapper's mode afterwards
             inputs,
             str(path),
             dynamo=False,
@@ -141,8 +141,6 @@ def export_onnx(model: nn.Module, path: str | Path, height: int, width: int, bat
             dynamic_axes={"text_embeddings": {0: "text_rows"}} if "text_embeddings" in names else None,
             do_constant_folding=True,
         )
-    if model.family == "sed":
-        model.default_rejection = restore
     exported = fold_constants(onnx.load(str(path)))
     metadata = {
         "ovseg_format": "1",
