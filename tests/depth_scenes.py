@@ -42,34 +42,8 @@ class Scene:
     shapes: list[list[Shape]] = field(default_factory=list)
     grazing: np.ndarray | None = None  # surface seen at more than GRAZING_DEG from its normal
 
-    def __post_init__(self) -> None:
-        if self.grazing is None:
-            self.grazing = incidence_deg(self.depth, self.labels) > GRAZING_DEG
-
 
 GRAZING_DEG = 80.0  # stereo matching fails on surfaces seen more obliquely; they have no depth
-
-
-def incidence_deg(depth: np.ndarray, labels: np.ndarray, k: Intrinsics = K) -> np.ndarray:
-    """Angle between each pixel's viewing ray and its surface's normal, from the clean
-    depth: central differences within the same label (one-sided at its edge; 0 where a
-    surface is one pixel wide)."""
-    vs, us = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
-    z = depth.astype(np.float64)
-    points = np.stack([(us - k.cx) * z / k.fx, (vs - k.cy) * z / k.fy, z], axis=-1)
-    tangents = []
-    for axis in (0, 1):
-        ahead, behind = np.roll(points, -1, axis), np.roll(points, 1, axis)
-        same_ahead = np.roll(labels, -1, axis) == labels
-        same_behind = np.roll(labels, 1, axis) == labels
-        t = np.where(same_ahead[..., None], ahead, points) - np.where(same_behind[..., None], behind, points)
-        tangents.append(t)
-    normal = np.cross(tangents[0], tangents[1])
-    length = np.linalg.norm(normal, axis=-1) * np.linalg.norm(points, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.abs(np.einsum("...i,...i", normal, points)) / length
-    angle = np.degrees(np.arccos(np.clip(np.nan_to_num(cosine, nan=1.0), 0, 1)))
-    return np.where(np.isfinite(z), angle, 0.0)
 
 
 def camera_rays(camera_height: float, tilt_deg: float, k: Intrinsics = K):
@@ -84,6 +58,10 @@ def camera_rays(camera_height: float, tilt_deg: float, k: Intrinsics = K):
     return np.array([0.0, camera_height, 0.0]), rays
 
 
+# Each hit function: (ray parameter of the first hit, inf for none; the surface's normal
+# there, world frame, any length): the normal is the shape's own, so grazing surfaces are
+# told apart exactly, slivers one pixel wide included.
+
 def _hit_box(origin, rays, shape: Shape):
     c, s = np.cos(-shape.yaw), np.sin(-shape.yaw)  # into the box's frame
     rotate = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
@@ -94,20 +72,26 @@ def _hit_box(origin, rays, shape: Shape):
     with np.errstate(divide="ignore", invalid="ignore"):
         inverse = 1.0 / d
         t0, t1 = (-half - o) * inverse, (half - o) * inverse
-    near = np.nanmax(np.minimum(t0, t1), axis=-1)
+    entry = np.where(np.isnan(t0), -np.inf, np.minimum(t0, t1))
+    near = entry.max(axis=-1)
     far = np.nanmin(np.maximum(t0, t1), axis=-1)
-    return np.where((far >= near) & (near > 0), near, np.inf)
+    face = entry.argmax(axis=-1)  # the slab entered last is the face hit
+    normal = np.zeros(rays.shape)
+    np.put_along_axis(normal, face[..., None], -np.sign(np.take_along_axis(d, face[..., None], -1)), -1)
+    return np.where((far >= near) & (near > 0), near, np.inf), normal @ rotate
 
 
 def _hit_sphere(origin, rays, shape: Shape):
     radius = shape.size[0]
-    oc = origin - (shape.center + np.array([0.0, radius, 0.0]))
+    centre = shape.center + np.array([0.0, radius, 0.0])
+    oc = origin - centre
     a = np.einsum("...i,...i", rays, rays)
     b = 2 * rays @ oc
     disc = b * b - 4 * a * (oc @ oc - radius * radius)
     with np.errstate(invalid="ignore"):
         t = (-b - np.sqrt(disc)) / (2 * a)
-    return np.where((disc >= 0) & (t > 0), t, np.inf)
+    hit = np.where((disc >= 0) & (t > 0), t, np.inf)
+    return hit, oc + np.nan_to_num(t, nan=0.0)[..., None] * rays
 
 
 def _hit_cylinder(origin, rays, shape: Shape):
@@ -124,32 +108,48 @@ def _hit_cylinder(origin, rays, shape: Shape):
         cap = (shape.center[1] + height - origin[1]) / dy  # the top disc
         px, pz = ox + cap * dx, oz + cap * dz
         cap = np.where((cap > 0) & (px * px + pz * pz <= radius * radius), cap, np.inf)
-    return np.minimum(side, cap)
+    on_side = side <= cap
+    t = np.where(np.isfinite(side), side, 0.0)
+    side_normal = np.stack([ox + t * dx, np.zeros_like(t), oz + t * dz], axis=-1)
+    normal = np.where(on_side[..., None], side_normal, np.array([0.0, 1.0, 0.0]))
+    return np.minimum(side, cap), normal
 
 
 HITS = {"box": _hit_box, "sphere": _hit_sphere, "cylinder": _hit_cylinder}
 
 
 def render(objects: list[list[Shape]], camera_height: float, tilt_deg: float, back_wall: float, side_wall: float) -> Scene:
-    """Objects (each a list of shapes with one id) over a floor, a back wall and two side walls."""
+    """Objects (each a list of shapes with one id) over a floor, a back wall and two side
+    walls; the pixels whose surface is seen at more than GRAZING_DEG from its normal are
+    marked grazing (from the shapes' own normals)."""
     origin, rays = camera_rays(camera_height, tilt_deg)
     n = len(objects)
     depth = np.full((HEIGHT, WIDTH), np.inf)
     labels = np.zeros((HEIGHT, WIDTH), np.int64)
+    normals = np.zeros(rays.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         floor = np.where(rays[..., 1] < 0, -camera_height / rays[..., 1], np.inf)
-        walls = np.fmin(np.where(rays[..., 2] > 0, back_wall / rays[..., 2], np.inf),
-                        np.where(rays[..., 0] != 0, side_wall / np.abs(rays[..., 0]), np.inf))
-    for t, label in ((floor, n + 1), (walls, n + 2)):
+        back = np.where(rays[..., 2] > 0, back_wall / rays[..., 2], np.inf)
+        sides = np.where(rays[..., 0] != 0, side_wall / np.abs(rays[..., 0]), np.inf)
+    surfaces = [(floor, np.array([0.0, 1.0, 0.0]), n + 1), (back, np.array([0.0, 0.0, 1.0]), n + 2),
+                (sides, np.array([1.0, 0.0, 0.0]), n + 2)]
+    for i, shapes in enumerate(objects):
+        hits = [HITS[s.kind](origin, rays, s) for s in shapes]
+        t = np.min([h[0] for h in hits], axis=0)
+        normal = hits[0][1]
+        for other_t, other_normal in hits[1:]:
+            normal = np.where((other_t <= t)[..., None], other_normal, normal)
+        surfaces.append((t, normal, i + 1))
+    for t, normal, label in surfaces:
         closer = t < depth
         depth[closer], labels[closer] = t[closer], label
-    for i, shapes in enumerate(objects):
-        t = np.min([HITS[s.kind](origin, rays, s) for s in shapes], axis=0)
-        closer = t < depth
-        depth[closer], labels[closer] = t[closer], i + 1
+        normals[closer] = np.broadcast_to(normal, rays.shape)[closer]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.abs(np.einsum("...i,...i", normals, rays)) / (np.linalg.norm(normals, axis=-1) * np.linalg.norm(rays, axis=-1))
+    grazing = np.isfinite(depth) & (np.degrees(np.arccos(np.clip(np.nan_to_num(cosine, nan=1.0), 0, 1))) > GRAZING_DEG)
     depth[~np.isfinite(depth)] = np.nan
     labels[np.isnan(depth)] = 0
-    return Scene(depth.astype(np.float32), labels, n, camera_height, tilt_deg, objects)
+    return Scene(depth.astype(np.float32), labels, n, camera_height, tilt_deg, objects, grazing)
 
 
 def random_scene(seed: int) -> Scene:
