@@ -103,6 +103,16 @@ def _tensorrt_available() -> bool:
 
 
 def run(args) -> int:
+    """The check in `--work-dir`, or in a temporary folder removed afterwards (the exports
+    are hundreds of MB per model)."""
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+        return _run_in(args, Path(args.work_dir))
+    with tempfile.TemporaryDirectory(prefix="ovseg_check_gpu_") as work:
+        return _run_in(args, Path(work))
+
+
+def _run_in(args, work: Path) -> int:
     from ovseg_ros.benchmark import machine_info, pipeline_latency
     from ovseg_ros.config import InferenceConfig
     from ovseg_ros.fp16_calibration import calibrate_export
@@ -112,8 +122,6 @@ def run(args) -> int:
     from ovseg_ros.vocabulary import TextEmbedder
 
     height, width = args.size
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="ovseg_check_gpu_"))
-    work.mkdir(parents=True, exist_ok=True)
     report = {"input": f"{height}x{width}", "machine": machine_info("cuda"), "rows": [], "skipped": [],
               "tolerances": {"fp32": asdict(FP32_TOLERANCE), "fp16": asdict(FP16_TOLERANCE)}}
     checkpoints = {"eov_seg": args.eov_seg_checkpoint, "fc_clip": args.fc_clip_checkpoint}

@@ -35,7 +35,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--gkc", action="store_true", help="GKC's options as training/configs/coco_r50_gkc.json sets them")
     args = parser.parse_args()
-    root = write_dataset(Path(tempfile.mkdtemp()) / "synthetic", num_train=200, num_val=40, size=64, seed=0)
+    work = tempfile.TemporaryDirectory(prefix="ovseg_synthetic_")  # removed when the run ends
+    root = write_dataset(Path(work.name) / "synthetic", num_train=200, num_val=40, size=64, seed=0)
 
     def split(name):
         return PanopticDataset(root / f"{name}.json", root / name / "images", root / name / "panoptic")
