@@ -94,6 +94,8 @@ class _Scratch:
         inner = (slice(2, -2), slice(2, -2))
         self.smooth, self.negative_step, self.kink = (a[inner] for a in (self.smooth_padded, self.negative_step_padded, self.kink_padded))
         self.comp = np.empty(shape, np.int32)
+        self.ids_padded = np.zeros(padded, np.uint16)
+        self.chosen = np.empty(shape, bool)  # flatnonzero is several times faster on bool than on uint8
 
     def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
         """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
@@ -396,7 +398,7 @@ class SegmentMeasurer:
         cv2.bitwise_and(alone, scratch.open8, dst=alone)
         candidates = cv2.bitwise_or(cv2.bitwise_or(reached8, joined, dst=grown), alone, dst=grown)
         cv2.bitwise_and(candidates, margin, dst=candidates)
-        at = np.flatnonzero(candidates)
+        at = np.flatnonzero(np.not_equal(candidates, 0, out=scratch.chosen))
         seg = ids.ravel().take(at)
         if n < 65535:
             known = seg <= n
@@ -435,8 +437,11 @@ class SegmentMeasurer:
         values = scratch.step
         values.fill(0)
         cv2.copyTo(smooth, interior.view(np.uint8), values)
-        near_sum, near_count = _window_sums(
-            [cv2.integral(values, sdepth=cv2.CV_64F), cv2.integral(interior.view(np.uint8), sdepth=cv2.CV_32S)], at, deep)
+        window = (2 * deep + 1, 2 * deep + 1)
+        cv2.boxFilter(values, -1, window, dst=scratch.far, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        np.copyto(scratch.weight, interior)
+        cv2.boxFilter(scratch.weight, -1, window, dst=scratch.kept, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        near_sum, near_count = scratch.far.ravel().take(at), scratch.kept.ravel().take(at)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at)).astype(np.float32)
 
@@ -446,18 +451,21 @@ class SegmentMeasurer:
         is rings in (its own segment's only: no other segment is that close), of their
         neighbours' depth that belong to other segments."""
         scratch = self._scratch
-        height, width = inward.shape
-        flat = np.flatnonzero(cv2.compare(inward, 0, cv2.CMP_EQ, dst=scratch.mask8))  # every mask's outermost ring
-        fv, fu = np.divmod(flat, width)
-        own = ids.ravel().take(flat)
+        flat = np.flatnonzero(np.equal(inward, 0, out=scratch.chosen))  # every mask's outermost ring
+        # in the buffers padded by 2 px (ids 0, depth NaN: no neighbour there), every
+        # neighbour is a fixed offset away
+        padded_width = inward.shape[1] + 4
+        scratch.ids_padded[2:-2, 2:-2] = ids
+        fv, fu = np.divmod(flat, inward.shape[1])
+        centre = (fv + 2) * padded_width + (fu + 2)
+        padded_ids, padded_smooth = scratch.ids_padded.ravel(), scratch.smooth_padded.ravel()
+        own = padded_ids.take(centre)
         total, count = np.zeros(flat.size, np.float32), np.zeros(flat.size, np.float32)
-        flat_ids, flat_smooth = ids.ravel(), smooth.ravel()
         for ev, eu in _NEIGHBOURS:  # 8 directions, not pixels
-            nv, nu = fv + ev, fu + eu
-            ok = (nv >= 0) & (nv < height) & (nu >= 0) & (nu < width)
-            other = np.where(ok, nv * width + nu, 0)
-            zo = flat_smooth.take(other)
-            ok &= (flat_ids.take(other) != own) & np.isfinite(zo)
+            other = centre + (ev * padded_width + eu)
+            zo = padded_smooth.take(other)
+            ok = padded_ids.take(other) != own
+            ok &= ~np.isnan(zo)  # NaN: no depth (the padding included)
             total += np.where(ok, zo, 0)
             count += ok
         values, weight = scratch.step, scratch.weight
