@@ -413,7 +413,7 @@ class SegmentMeasurer:
             separation = self.step_tolerance(ref_in, focal, MEDIAN_STEP_SIGMAS)
             doubtful = np.flatnonzero(~(np.abs(zs - ref_in) <= separation / 2))  # nearer the interior than half the separation: kept
         if doubtful.size:
-            ref_out = self._outside_nearby(at[doubtful], seg[doubtful], inward, smooth, ids, deep)
+            ref_out = self._outside_nearby(at[doubtful], seg[doubtful], inward, ids, deep)
             with np.errstate(invalid="ignore"):
                 inside = ref_in[doubtful]
                 apart = np.abs(inside - ref_out) > self.step_tolerance(np.fmin(inside, ref_out), focal, MEDIAN_STEP_SIGMAS)
@@ -442,11 +442,12 @@ class SegmentMeasurer:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at)).astype(np.float32)
 
-    def _outside_nearby(self, at, seg, inward, smooth, ids, deep):
+    def _outside_nearby(self, at, seg, inward, ids, deep):
         """At margin pixels `at` (of segments `seg`), the depth of the surface just outside
         the mask: the mean, over the outermost-ring pixels within as many pixels as `at`
         is rings in (its own segment's only: no other segment is that close), of their
-        neighbours' depth that belong to other segments."""
+        neighbours' smoothed depth (step 1's, in its padded buffer) that belong to other
+        segments."""
         scratch = self._scratch
         flat = np.flatnonzero(np.equal(inward, 0, out=scratch.chosen))  # every mask's outermost ring
         # in the buffers padded by 2 px (ids 0, depth NaN: no neighbour there), every
@@ -462,7 +463,7 @@ class SegmentMeasurer:
             other = centre + (ev * padded_width + eu)
             zo = padded_smooth.take(other)
             ok = padded_ids.take(other) != own
-            ok &= ~np.isnan(zo)  # NaN: no depth (the padding included)
+            ok &= np.isfinite(zo)  # no depth (the padding included)
             total += np.where(ok, zo, 0)
             count += ok
         values, weight = scratch.step, scratch.weight
