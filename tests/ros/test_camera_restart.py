@@ -116,11 +116,18 @@ def test_huge_frames_are_dropped_before_allocation_and_memory_stays_flat(peer, l
     # warm-up: the same burst first, so that the transport's buffers for messages of this
     # size are at their steady size before the node's memory is measured
     assert wait_until(lambda: dropped() >= 0, timeout=20) and burst() >= 1, "the oversized frames did not reach the node"
-    before = rss_mib(pid)
-    assert burst() >= 15, dropped()
-    growth = rss_mib(pid) - before
-    print(f"node RSS {before:.0f} MiB before, growth {growth:+.1f} MiB over 30 dropped 1500x1500 frames")
-    assert growth < 40, f"resident memory grew by {growth:.0f} MiB over 30 dropped frames of 6.75 MB"
+    # A leak grows the node by every burst (15+ frames of 6.75 MB: over 100 MB); the
+    # allocator's free lists, one per thread that took a message, stop growing once they
+    # hold what is in flight at once, which a loaded machine may reach a burst later.
+    growths = []
+    for _ in range(3):
+        before = rss_mib(pid)
+        assert burst() >= 15, dropped()
+        growths.append(rss_mib(pid) - before)
+        if growths[-1] < 40:
+            break
+    print(f"node RSS growth per burst of 30 dropped 1500x1500 frames: {', '.join(f'{g:+.1f}' for g in growths)} MiB")
+    assert growths[-1] < 40, f"resident memory grew by {growths} MiB over each burst of 30 dropped frames of 6.75 MB"
     assert f"exceeds max_image_pixels ({LIMIT})" in launched.output
     segments = peer.record(SegmentArray, f"{OUT}/segments")
     segmented(peer, segments, 48, 64, 600, "rgb8")  # still segmenting
