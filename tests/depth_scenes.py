@@ -39,8 +39,8 @@ class Scene:
     num_objects: int
     camera_height: float
     tilt_deg: float
+    grazing: np.ndarray  # surface seen at more than GRAZING_DEG from its normal
     shapes: list[list[Shape]] = field(default_factory=list)
-    grazing: np.ndarray | None = None  # surface seen at more than GRAZING_DEG from its normal
 
 
 GRAZING_DEG = 80.0  # stereo matching fails on surfaces seen more obliquely; they have no depth
@@ -149,7 +149,7 @@ def render(objects: list[list[Shape]], camera_height: float, tilt_deg: float, ba
     grazing = np.isfinite(depth) & (np.degrees(np.arccos(np.clip(np.nan_to_num(cosine, nan=1.0), 0, 1))) > GRAZING_DEG)
     depth[~np.isfinite(depth)] = np.nan
     labels[np.isnan(depth)] = 0
-    return Scene(depth.astype(np.float32), labels, n, camera_height, tilt_deg, objects, grazing)
+    return Scene(depth.astype(np.float32), labels, n, camera_height, tilt_deg, grazing, objects)
 
 
 def random_scene(seed: int) -> Scene:
