@@ -96,6 +96,7 @@ class _Scratch:
         self.comp = np.empty(shape, np.int32)
         self.ids_padded = np.zeros(padded, np.uint16)
         self.chosen = np.empty(shape, bool)  # flatnonzero is several times faster on bool than on uint8
+        self.window_sum, self.window_count = (np.empty(shape, np.float32) for _ in range(2))
 
     def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
         """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
@@ -435,10 +436,10 @@ class SegmentMeasurer:
         values.fill(0)
         cv2.copyTo(smooth, interior.view(np.uint8), values)
         window = (2 * deep + 1, 2 * deep + 1)
-        cv2.boxFilter(values, -1, window, dst=scratch.far, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        cv2.boxFilter(values, -1, window, dst=scratch.window_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
         np.copyto(scratch.weight, interior)
-        cv2.boxFilter(scratch.weight, -1, window, dst=scratch.kept, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        near_sum, near_count = scratch.far.ravel().take(at), scratch.kept.ravel().take(at)
+        cv2.boxFilter(scratch.weight, -1, window, dst=scratch.window_count, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        near_sum, near_count = scratch.window_sum.ravel().take(at), scratch.window_count.ravel().take(at)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at)).astype(np.float32)
 
