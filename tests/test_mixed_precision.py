@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ovseg_ros.fp16_calibration import calibrate_export
 from ovseg_ros.mixed_precision import (
     FP32_NODES_KEY,
     Agreement,
@@ -20,8 +21,9 @@ from ovseg_ros.mixed_precision import (
     output_ranges,
     overflow_nodes,
     rounded_model,
+    scope_parts,
+    search_fp32_set,
 )
-from ovseg_ros.fp16_calibration import calibrate_export
 from ovseg_ros.onnx_export import export_onnx, read_metadata
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
@@ -92,6 +94,61 @@ def test_agreement_matches_segments_not_ids():
     other[0, 0, 0] = False
     changed = compare(reference, {**reference, "query_classes": np.array([1, 0]), "masks": other})
     assert changed.query_classes == 0.5 and changed.mask_iou_min == pytest.approx(3 / 4)
+
+
+def _network_names() -> list[str]:
+    """Node names shaped like a torch export's: 4 blocks of 5 layers of 10 nodes, a few own nodes."""
+    names = [f"/model/block{b}/layer{i}/Conv_{j}" for b in range(4) for i in range(5) for j in range(10)]
+    return names + ["/model/block2/Add", "/model/block2/Mul", "/model/Softmax"]
+
+
+def _agreement(mask_iou: float) -> Agreement:
+    return Agreement(1.0, 1.0, 1.0, mask_iou, mask_iou)
+
+
+def test_scope_parts_follow_the_name_tree():
+    names = _network_names()
+    assert [p for p, _ in scope_parts("", names)] == ["/model"]
+    assert [p for p, _ in scope_parts("/model", names)] == [f"/model/block{b}" for b in range(4)] + ["/model/Softmax"]
+    parts = dict(scope_parts("/model/block2", [n for n in names if n.startswith("/model/block2/")]))
+    assert len(parts["/model/block2/layer0"]) == 10 and parts["/model/block2"] == ["/model/block2/Add", "/model/block2/Mul"]
+
+
+def test_search_finds_the_sensitive_nodes_in_a_few_dozen_runs():
+    """Two nodes change the result most, the rest a little each: the bisection finds those
+    two, in fewer runs than there are modules (21) or nodes (203)."""
+    names = _network_names()
+    harm = {n: 1e-4 for n in names} | {"/model/block1/layer3/Conv_7": 0.02, "/model/block3/layer0/Conv_2": 0.02}
+    calls = []
+
+    def evaluate(fp32_nodes):
+        calls.append(fp32_nodes)
+        kept = set(fp32_nodes)
+        return _agreement(1.0 - sum(h for n, h in harm.items() if n not in kept))
+
+    found = search_fp32_set(names, [], evaluate)
+    assert found.agreement.meets(found.targets) and not found.agreement_all_fp16.meets(found.targets)
+    assert found.nodes == ["/model/block1/layer3/Conv_7", "/model/block3/layer0/Conv_2"]
+    assert found.modules == ["/model/block3/layer0", "/model/block1/layer3"] or found.modules == found.modules[::-1]
+    assert found.evaluations == len(calls) < 40
+
+
+def test_search_keeps_a_scope_whose_parts_only_harm_together():
+    names = _network_names()
+    pair = {"/model/block2/Add", "/model/block2/layer4/Conv_0"}
+
+    def evaluate(fp32_nodes):
+        return _agreement(0.9 if pair.isdisjoint(fp32_nodes) else 1.0)  # both rounded: changed; either kept: not
+
+    found = search_fp32_set(names, [], evaluate)
+    assert found.agreement.meets(found.targets)  # kept: the smallest part holding both (layer4 and block2's own nodes)
+    assert set(found.nodes) == {f"/model/block2/layer4/Conv_{j}" for j in range(10)} | {"/model/block2/Add", "/model/block2/Mul"}
+
+
+def test_search_stops_at_overflow_when_that_suffices():
+    names = _network_names()
+    found = search_fp32_set(names, ["/model/Softmax"], lambda keep: _agreement(1.0 if "/model/Softmax" in keep else 0.5))
+    assert found.nodes == ["/model/Softmax"] and found.evaluations == 2 and found.modules == []
 
 
 def test_export_measures_its_fp32_set_and_keeps_it(tiny_model, tmp_path):

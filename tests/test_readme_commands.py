@@ -64,7 +64,7 @@ EXPECTATIONS = (
     Expect(r"^\.venv/bin/ovseg bag recording/", output=r"2/2 frames segmented", files=("segmented/metadata.yaml",)),
     Expect(r"^ovseg export --checkpoint eov_seg_r50\.pth --size 480x640",
            output=r"wrote eovseg_r50_480x640.onnx(.|\n)*TensorRT 8\.6: imports as documented(.|\n)*fp16 layer set: \d+ nodes",
-           files=("eovseg_r50_480x640.onnx",)),
+           files=("eovseg_r50_480x640.onnx",), timeout=1800),  # the fp16 search: 25 runs of about 10-20 s
     Expect(r"^ovseg segment img\.jpg --checkpoint eov_seg_r50\.pth --backend onnxruntime", output=r"img\.jpg: \d+ segment"),
     Expect(r"^ovseg build-engine", code=2, output="needs TensorRT's Python bindings"),
     Expect(r"^ovseg-synthetic datasets/synthetic --train 200 --val 40$", files=("datasets/synthetic/train.json",)),

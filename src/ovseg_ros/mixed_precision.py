@@ -8,8 +8,9 @@ what an fp16 engine stores between layers (TensorRT accumulates matrix products 
    nodes within `OVERFLOW_MARGIN` of fp16's limit (65504) stay fp32.
 2. The network with everything else rounded is compared with fp32 on the calibration
    inputs (panoptic and semantic pixels, per-query classes, mask IoU). If it misses the
-   targets, each module (ONNX node-name scope) is rounded alone and scored, and the most
-   damaging modules join the fp32 set until the targets are met.
+   targets, a best-first bisection of the node-name scopes (`search_fp32_set`) finds the
+   nodes whose rounding changes the result most, and they join the fp32 set until the
+   targets are met.
 The resulting node names travel in the ONNX metadata (`fp32_nodes`): the weakly typed
 build (TensorRT 8.6 / 10 before 10.12) constrains exactly those layers, and the strongly
 typed build (10.12 on, 11) compiles `mixed_precision_model`, which keeps them in fp32.
@@ -17,6 +18,7 @@ typed build (10.12 on, 11) compiles `mixed_precision_model`, which keeps them in
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -60,10 +62,11 @@ class Agreement:
         return (self.panoptic_pixels >= targets.panoptic_pixels and self.semantic_pixels >= targets.semantic_pixels
                 and self.query_classes >= targets.query_classes and self.mask_iou >= targets.mask_iou)
 
-    def shortfall(self, targets: AgreementTargets) -> float:
-        """How far below the targets (0 when met): the score that ranks modules."""
-        return max(0.0, targets.panoptic_pixels - self.panoptic_pixels, targets.semantic_pixels - self.semantic_pixels,
-                   targets.query_classes - self.query_classes, targets.mask_iou - self.mask_iou)
+    def damage(self, targets: AgreementTargets) -> float:
+        """How much rounding changed the result, in units of what the targets allow (above
+        1 misses them): ranks parts of the network even when each alone meets the targets."""
+        return max((1.0 - getattr(self, f)) / max(1.0 - getattr(targets, f), 1e-9)
+                   for f in ("panoptic_pixels", "semantic_pixels", "query_classes", "mask_iou"))
 
     @staticmethod
     def mean(items: Sequence["Agreement"]) -> "Agreement":
@@ -196,17 +199,30 @@ def rounded_model(model, fp32_nodes: Iterable[str] = (), computing: Sequence[str
 
 
 def _toposorted(graph):
+    """The nodes in an order where each comes after its inputs' producers, the original
+    order wherever it allows (Kahn's algorithm: linear, a search costs one per run)."""
     produced = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending = list(graph.node)
-    while pending:
-        ready = [n for n in pending if all(i in produced for i in n.input)]
-        if not ready:
-            raise ValueError("graph has a cycle or an undefined input")
-        ready_ids = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in ready_ids]
-        for n in ready:
-            produced.update(n.output)
-            yield n
+    nodes = list(graph.node)
+    waiting_on = [0] * len(nodes)
+    consumers: dict[str, list[int]] = {}
+    for k, node in enumerate(nodes):
+        for name in set(node.input) - produced:
+            waiting_on[k] += 1
+            consumers.setdefault(name, []).append(k)
+    ready = [k for k, count in enumerate(waiting_on) if count == 0]
+    heapq.heapify(ready)
+    emitted = 0
+    while ready:
+        k = heapq.heappop(ready)
+        emitted += 1
+        yield nodes[k]
+        for name in nodes[k].output:
+            for consumer in consumers.pop(name, ()):
+                waiting_on[consumer] -= 1
+                if waiting_on[consumer] == 0:
+                    heapq.heappush(ready, consumer)
+    if emitted != len(nodes):
+        raise ValueError("graph has a cycle or an undefined input")
 
 
 def output_ranges(model, feeds: Sequence[dict[str, np.ndarray]], computing: Sequence[str] | None = None) -> dict[str, float]:
@@ -274,6 +290,111 @@ class Fp32Set:
         )
 
 
+def scope_parts(scope: str, nodes: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """A scope's parts one level down the export's node-name tree: each sub-scope with
+    its nodes, and the scope's own nodes (those directly in it) as one part named after
+    the scope. A part of one node is that node."""
+    depth = scope.count("/") + 1 if scope else 1
+    own: list[str] = []
+    parts: dict[str, list[str]] = {}
+    for name in nodes:
+        components = module_of(name).split("/")
+        if len(components) > depth and "/" in name:
+            parts.setdefault("/".join(components[:depth + 1]), []).append(name)
+        else:
+            own.append(name)
+    found = list(parts.items())
+    if own:
+        found.append((own[0] if len(own) == 1 else scope, own))
+    return found
+
+
+def halves(scope: str, nodes: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Two parts of a scope's nodes for the search to score, each (its scope, its nodes):
+    its two sub-scopes (or sub-scope and own nodes), or the first and second half of its
+    parts (in graph order), or of its own nodes when it has no sub-scopes; none for a
+    single node. A scope with one sub-scope is that sub-scope."""
+    parts = scope_parts(scope, nodes)
+    while len(parts) == 1 and parts[0][0] != scope and len(nodes) > 1:
+        scope, nodes = parts[0]
+        parts = scope_parts(scope, nodes)
+    if len(parts) == 2:
+        return [(name, part) for name, part in parts]
+    if len(parts) > 2:
+        middle = len(parts) // 2
+        return [(scope, [n for _, part in group for n in part]) for group in (parts[:middle], parts[middle:])]
+    if len(nodes) == 1:
+        return []
+    return [(scope, list(nodes[:len(nodes) // 2])), (scope, list(nodes[len(nodes) // 2:]))]
+
+
+def search_fp32_set(
+    computing: Sequence[str],
+    overflow: Sequence[str],
+    evaluate: Callable[[list[str]], Agreement],
+    targets: AgreementTargets = AgreementTargets(),
+    max_evaluations: int = 400,
+) -> Fp32Set:
+    """The fp32 set, from `evaluate(fp32_nodes)`: the agreement with fp32 when every
+    computing node but those is rounded.
+
+    The overflow nodes first. If the rest rounded still misses the targets, a best-first
+    bisection of the node-name tree: a part of the network is rounded alone (all else
+    fp32) and scored by how much that changed the result (`Agreement.damage`); the most
+    damaging part scored so far is split in two (`halves`: sub-scopes, then nodes) and
+    both scored, until the most damaging is a single node, or a part neither of whose
+    halves does damage alone, which joins the fp32 set; then the next, until the targets
+    are met. Two runs per split: a few dozen runs where one per module took hundreds at
+    camera sizes (seconds each on a CPU). A score taken before nodes of its part joined
+    the set is taken again when the part comes up."""
+    keep = list(overflow)
+    evaluations = 0
+
+    def run(fp32_nodes: Iterable[str]) -> Agreement:
+        nonlocal evaluations
+        evaluations += 1
+        if evaluations % 10 == 0:
+            log.warning("fp16 layer search: %d runs so far", evaluations)
+        return evaluate(list(fp32_nodes))
+
+    all_fp16 = run([])
+    agreement = run(keep) if keep else all_fp16
+    added: list[str] = []
+    if not agreement.meets(targets):
+        log.warning("fp16 misses the agreement targets beyond overflow (%s): searching %d nodes", agreement, len(computing))
+        heap: list[tuple[float, int, str, list[str], int]] = []  # (-damage, order, scope, nodes, len(keep) when scored)
+
+        def score(scope: str, nodes: list[str]) -> float:
+            kept = set(keep)
+            rounded = [n for n in nodes if n not in kept]
+            if not rounded:
+                return 0.0
+            rounding = set(rounded)
+            damage = run(n for n in computing if n not in rounding).damage(targets)
+            log.info("fp16 layer search: %d nodes of %s rounded alone: damage %.3f", len(rounded), scope or "the network", damage)
+            if damage > 0.0:
+                heapq.heappush(heap, (-damage, evaluations, scope, rounded, len(keep)))
+            return damage
+
+        kept = set(keep)
+        heap.append((-agreement.damage(targets), 0, "", [n for n in computing if n not in kept], len(keep)))  # that run
+        while heap and not agreement.meets(targets) and evaluations < max_evaluations:
+            _, _, scope, nodes, kept_then = heapq.heappop(heap)
+            if len(keep) != kept_then and not set(keep[kept_then:]).isdisjoint(nodes):
+                score(scope, nodes)  # some of it joined the set since: score what is left
+                continue
+            damages = [score(*half) for half in halves(scope, nodes)]  # both scored
+            if any(d > 0.0 for d in damages):
+                continue
+            kept = set(keep)
+            keep.extend(n for n in nodes if n not in kept)  # one node, or a part whose halves do damage only together
+            added.extend(m for m in dict.fromkeys(module_of(n) for n in nodes) if m not in added)
+            agreement = run(keep)
+    if not agreement.meets(targets):
+        log.warning("fp16 still misses the agreement targets with %d nodes in fp32: %s", len(keep), agreement)
+    return Fp32Set(sorted(keep), list(overflow), added, agreement, all_fp16, targets, evaluations)
+
+
 def find_fp32_nodes(
     model,
     feeds: Sequence[dict[str, np.ndarray]],
@@ -282,49 +403,12 @@ def find_fp32_nodes(
     max_evaluations: int = 400,
 ) -> Fp32Set:
     """`evaluate(model_proto)` runs a (rounded) model on the calibration inputs and returns
-    its mean agreement with the fp32 reference.
-
-    Overflow first (one run). Only if the rest rounded misses the targets: each module
-    (the export's node-name scope) is rounded alone and scored by how far that alone
-    misses the targets, and the worst join the fp32 set until the targets are met (one
-    run per module: minutes on a CPU at camera sizes, logged as it goes)."""
+    its mean agreement with the fp32 reference. Overflow from one range run, then
+    `search_fp32_set`."""
     computing = compute_nodes(model)
-    by_module: dict[str, list[str]] = {}
-    for name in computing:
-        by_module.setdefault(module_of(name), []).append(name)
     overflow = overflow_nodes(output_ranges(model, feeds, computing))
-    evaluations = 0
-
-    def run(keep: Iterable[str]) -> Agreement:
-        nonlocal evaluations
-        evaluations += 1
-        if evaluations % 20 == 0:
-            log.warning("fp16 layer search: %d runs so far", evaluations)
-        return evaluate(rounded_model(model, keep, computing))
-
-    all_fp16 = run([])
-    keep = list(overflow)
-    agreement = run(keep) if keep else all_fp16
-    added: list[str] = []
-    if not agreement.meets(targets):
-        log.warning("fp16 misses the agreement targets beyond overflow (%s): scoring %d modules", agreement, len(by_module))
-        scores = {}
-        for module, names in by_module.items():
-            if set(names) <= set(keep) or evaluations >= max_evaluations:
-                continue
-            alone = [n for n in computing if n not in names]  # round this module only
-            scores[module] = run(alone).shortfall(targets)
-        for module in sorted(scores, key=scores.get, reverse=True):
-            if scores[module] <= 0.0 or evaluations >= max_evaluations:
-                break
-            added.append(module)
-            keep.extend(n for n in by_module[module] if n not in keep)
-            agreement = run(keep)
-            if agreement.meets(targets):
-                break
-    if not agreement.meets(targets):
-        log.warning("fp16 still misses the agreement targets with %d nodes in fp32: %s", len(keep), agreement)
-    return Fp32Set(sorted(keep), overflow, added, agreement, all_fp16, targets, evaluations)
+    return search_fp32_set(computing, overflow, lambda keep: evaluate(rounded_model(model, keep, computing)), targets,
+                           max_evaluations)
 
 
 def mixed_precision_model(model, fp32_nodes: Sequence[str]):
