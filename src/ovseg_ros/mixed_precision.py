@@ -347,7 +347,8 @@ def search_fp32_set(
     are met. Two runs per split: a few dozen runs where one per module took hundreds at
     camera sizes (seconds each on a CPU). A score taken before nodes of its part joined
     the set is taken again when the part comes up."""
-    keep = list(overflow)
+    keep = list(overflow)  # in the order nodes joined: a part's score is stale if any joined after it
+    kept = set(keep)
     evaluations = 0
 
     def run(fp32_nodes: Iterable[str]) -> Agreement:
@@ -365,7 +366,6 @@ def search_fp32_set(
         heap: list[tuple[float, int, str, list[str], int]] = []  # (-damage, order, scope, nodes, len(keep) when scored)
 
         def score(scope: str, nodes: list[str]) -> float:
-            kept = set(keep)
             rounded = [n for n in nodes if n not in kept]
             if not rounded:
                 return 0.0
@@ -376,7 +376,6 @@ def search_fp32_set(
                 heapq.heappush(heap, (-damage, evaluations, scope, rounded, len(keep)))
             return damage
 
-        kept = set(keep)
         heap.append((-agreement.damage(targets), 0, "", [n for n in computing if n not in kept], len(keep)))  # that run
         while heap and not agreement.meets(targets) and evaluations < max_evaluations:
             _, _, scope, nodes, kept_then = heapq.heappop(heap)
@@ -386,8 +385,9 @@ def search_fp32_set(
             damages = [score(*half) for half in halves(scope, nodes)]  # both scored
             if any(d > 0.0 for d in damages):
                 continue
-            kept = set(keep)
-            keep.extend(n for n in nodes if n not in kept)  # one node, or a part whose halves do damage only together
+            joining = [n for n in nodes if n not in kept]  # one node, or a part whose halves do damage only together
+            keep.extend(joining)
+            kept.update(joining)
             added.extend(m for m in dict.fromkeys(module_of(n) for n in nodes) if m not in added)
             agreement = run(keep)
     if not agreement.meets(targets):
