@@ -82,11 +82,14 @@ class _Scratch:
         self.far, self.step, self.weight, self.sigma = (np.empty(shape, np.float32) for _ in range(4))
         self.cut, self.cut8, self.mask8 = np.empty(shape, bool), np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         self.sparse = np.empty(shape, np.uint8)
-        self.kept, self.reached_sum, self.reached_count, self.raw_sigma, self.near = (np.empty(shape, np.float32) for _ in range(5))
+        self.kept, self.reached_sum = (np.empty(shape, np.float32) for _ in range(2))
+        # counts of pixels in windows (at most 81): box filters of 0/1 bytes into uint16, exact
+        # and about twice as fast as on float
+        self.reached_count, self.window_count = (np.empty(shape, np.uint16) for _ in range(2))
         self.open = np.empty(shape, bool)
         self.open8 = self.open.view(np.uint8)
-        self.labelled8, self.loose, self.seeds, self.grown, self.joined, self.margin8, self.alone8 = (
-            np.empty(shape, np.uint8) for _ in range(7))
+        self.labelled8, self.seeds, self.grown, self.joined, self.margin8, self.alone8 = (
+            np.empty(shape, np.uint8) for _ in range(6))
         # padded by 2 px (NaN) so that every pixel has two neighbours each way
         padded = (shape[0] + 4, shape[1] + 4)
         self.smooth_padded, self.negative_step_padded, self.kink_padded, self.positive_step_padded = (
@@ -96,7 +99,8 @@ class _Scratch:
         self.comp = np.empty(shape, np.int32)
         self.ids_padded = np.zeros(padded, np.uint16)
         self.chosen = np.empty(shape, bool)  # flatnonzero is several times faster on bool than on uint8
-        self.window_sum, self.window_count = (np.empty(shape, np.float32) for _ in range(2))
+        self.window_sum = np.empty(shape, np.float32)
+        self.outside_count = np.empty(shape, np.uint8)
 
     def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
         """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
@@ -199,9 +203,9 @@ class SegmentMeasurer:
         kept.fill(0)
         cv2.copyTo(raw, reached.view(np.uint8), kept)
         cv2.boxFilter(kept, -1, (3, 3), dst=scratch.reached_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        np.copyto(scratch.weight, reached)
-        cv2.boxFilter(scratch.weight, -1, (3, 3), dst=scratch.reached_count, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, finite, reached, comp, low, high, n, deep, focal)
+        cv2.boxFilter(reached.view(np.uint8), cv2.CV_16U, (3, 3), dst=scratch.reached_count, normalize=False,
+                      borderType=cv2.BORDER_CONSTANT)
+        edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, finite, reached, low, high, n, deep, focal)
         # the interior: every stride-th pixel each way
         stride = self.stride
         pick = np.flatnonzero(reached[::stride, ::stride].ravel() & (inward[::stride, ::stride].ravel() >= deep))
@@ -359,7 +363,7 @@ class SegmentMeasurer:
             reached |= grown.view(bool)
         return reached
 
-    def _kept_margin(self, ids, inward, raw, smooth, finite, reached, comp, low, high, n, deep, focal):
+    def _kept_margin(self, ids, inward, raw, smooth, finite, reached, low, high, n, deep, focal):
         """Step 4b: the margin pixels kept (flat indices, segment ids).
 
         Kept: those the surface reached; those cut from no surface that continue the
@@ -370,28 +374,22 @@ class SegmentMeasurer:
         segment's interior nearby, where those two differ (a wide mask's strip of
         floor, wall or object behind); a grazing face or a curved rim stays."""
         scratch = self._scratch
-        near = scratch.near  # mean raw depth of the reached 3x3 neighbours (one segment's only)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            np.divide(scratch.reached_sum, scratch.reached_count, out=near)
-        # continuity with it, for raw pixels: the step tolerance of raw depth
-        raw_sigma = self._noise_image(raw, scratch.raw_sigma)
-        limit = cv2.addWeighted(raw, self.slope / focal, raw_sigma, 3 * np.sqrt(2), 2 * self.noise.quantum, dst=scratch.step)
-        fits = cv2.compare(cv2.absdiff(raw, near, dst=scratch.far), limit, cv2.CMP_LE, dst=scratch.mask8)
         open_ = np.logical_and(finite, ~scratch.cut, out=scratch.open)  # with depth, not cut, not reached
         open_ &= ~reached
-        loose = cv2.bitwise_and(fits, scratch.open8, dst=scratch.loose)
         seeds, grown, joined = scratch.seeds, scratch.grown, scratch.joined
         reached8 = reached.view(np.uint8)
         # next to a reached pixel further in: the 3x3 maximum of the reached pixels' ring
-        # numbers is above the pixel's own
+        # numbers is above the pixel's own (whether it continues them is asked below, of
+        # these few pixels only)
         cv2.multiply(inward, reached8, dst=seeds)
         cv2.dilate(seeds, _SQUARE, dst=grown)
         cv2.compare(grown, inward, cv2.CMP_GT, dst=joined)
-        cv2.bitwise_and(joined, loose, dst=joined)
-        # candidates: kept so far, or amid holes outside every surface
+        cv2.bitwise_and(joined, scratch.open8, dst=joined)
+        # candidates: kept so far, or amid holes outside every surface (in the outermost
+        # ring, the only open pixels that no component holds)
         margin = cv2.compare(inward, deep, cv2.CMP_LT, dst=scratch.margin8)
         cv2.bitwise_and(margin, cv2.compare(ids, 0, cv2.CMP_NE, dst=scratch.labelled8), dst=margin)
-        alone = cv2.compare(comp, 0, cv2.CMP_EQ, dst=scratch.alone8)
+        alone = cv2.compare(inward, 0, cv2.CMP_EQ, dst=scratch.alone8)
         cv2.bitwise_and(alone, scratch.sparse, dst=alone)
         cv2.bitwise_and(alone, scratch.open8, dst=alone)
         candidates = cv2.bitwise_or(cv2.bitwise_or(reached8, joined, dst=grown), alone, dst=grown)
@@ -402,7 +400,11 @@ class SegmentMeasurer:
             known = seg <= n
             at, seg = at[known], seg[known]
         z = raw.ravel().take(at)
-        keep = (reached8.ravel().take(at) | joined.ravel().take(at)) != 0
+        keep = reached8.ravel().take(at) != 0
+        next_to = np.flatnonzero(joined.ravel().take(at))
+        keep[next_to[self._continues(at[next_to], z[next_to], focal)]] = True
+        stay = keep | (alone.ravel().take(at) != 0)  # next to reached pixels, not continuing them: no candidates
+        at, seg, z, keep = at[stay], seg[stay], z[stay], keep[stay]
         lonely = np.flatnonzero(~keep)
         za = z[lonely]
         keep[lonely[self._overlaps(za, za, low[seg[lonely]], high[seg[lonely]], focal)]] = True
@@ -424,6 +426,15 @@ class SegmentMeasurer:
             at, seg = at[~drop], seg[~drop]
         return at, seg.astype(np.int64)
 
+    def _continues(self, at, z, focal):
+        """Whether raw depths z at pixels `at` continue the mean of their reached 3x3
+        neighbours, within the step tolerance of raw depth (bool per pixel)."""
+        if at.size == 0:
+            return np.zeros(0, bool)
+        sigma = self._noise_image(z, np.empty_like(z))
+        limit = cv2.addWeighted(z, self.slope / focal, sigma, 3 * np.sqrt(2), 2 * self.noise.quantum)
+        return cv2.compare(cv2.absdiff(z, self._reached_mean(at)), limit, cv2.CMP_LE).ravel() != 0
+
     def _interior_nearby(self, at, smooth, inward, reached, deep):
         """At margin pixels `at`, the depth of the segment's own interior nearby: the mean
         of its reached interior within `deep` pixels, or where there is none, of the
@@ -437,11 +448,18 @@ class SegmentMeasurer:
         cv2.copyTo(smooth, interior.view(np.uint8), values)
         window = (2 * deep + 1, 2 * deep + 1)
         cv2.boxFilter(values, -1, window, dst=scratch.window_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        np.copyto(scratch.weight, interior)
-        cv2.boxFilter(scratch.weight, -1, window, dst=scratch.window_count, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        cv2.boxFilter(interior.view(np.uint8), cv2.CV_16U, window, dst=scratch.window_count, normalize=False,
+                      borderType=cv2.BORDER_CONSTANT)
         near_sum, near_count = scratch.window_sum.ravel().take(at), scratch.window_count.ravel().take(at)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(near_count > 0, near_sum / near_count, scratch.near.ravel().take(at)).astype(np.float32)
+            return np.where(near_count > 0, near_sum / near_count, self._reached_mean(at)).astype(np.float32)
+
+    def _reached_mean(self, at):
+        """At pixels `at`, the mean raw depth of their reached 3x3 neighbours (one segment's
+        only; NaN for none)."""
+        scratch = self._scratch
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return scratch.reached_sum.ravel().take(at) / scratch.reached_count.ravel().take(at)
 
     def _outside_nearby(self, at, seg, inward, ids, deep):
         """At margin pixels `at` (of segments `seg`), the depth of the surface just outside
@@ -459,7 +477,7 @@ class SegmentMeasurer:
         centre = (fv + 2) * padded_width + (fu + 2)
         padded_ids, padded_smooth = scratch.ids_padded.ravel(), scratch.smooth_padded.ravel()
         own = padded_ids.take(centre)
-        total, count = np.zeros(flat.size, np.float32), np.zeros(flat.size, np.float32)
+        total, count = np.zeros(flat.size, np.float32), np.zeros(flat.size, np.uint8)
         for ev, eu in _NEIGHBOURS:  # 8 directions, not pixels
             other = centre + (ev * padded_width + eu)
             zo = padded_smooth.take(other)
@@ -467,14 +485,14 @@ class SegmentMeasurer:
             ok &= np.isfinite(zo)  # no depth (the padding included)
             total += np.where(ok, zo, 0)
             count += ok
-        values, weight = scratch.step, scratch.weight
+        values, weight = scratch.step, scratch.outside_count  # counts: 8 at most, exact as bytes
         values.fill(0)
         weight.fill(0)
         values.ravel()[flat] = total
         weight.ravel()[flat] = count
         level = inward.ravel().take(at).astype(np.int64)  # r rings in: a window of r pixels each way
         out_total, out_count = _window_sums(
-            [cv2.integral(values, sdepth=cv2.CV_64F), cv2.integral(weight, sdepth=cv2.CV_64F)], at, level)
+            [cv2.integral(values, sdepth=cv2.CV_64F), cv2.integral(weight, sdepth=cv2.CV_32S)], at, level)
         with np.errstate(invalid="ignore", divide="ignore"):
             return (out_total / out_count).astype(np.float32)
 
