@@ -79,7 +79,7 @@ class _Scratch:
         self.finite, self.same, self.on, self.reached, self.ridge, self.interior = (np.empty(shape, bool) for _ in range(6))
         self.low, self.high = (np.empty(shape, np.uint16) for _ in range(2))
         self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-        self.far, self.step, self.weight, self.sigma = (np.empty(shape, np.float32) for _ in range(4))
+        self.far, self.step, self.sigma = (np.empty(shape, np.float32) for _ in range(3))
         self.cut, self.cut8, self.mask8 = np.empty(shape, bool), np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         self.sparse = np.empty(shape, np.uint8)
         self.kept, self.reached_sum = (np.empty(shape, np.float32) for _ in range(2))
@@ -429,11 +429,8 @@ class SegmentMeasurer:
     def _continues(self, at, z, focal):
         """Whether raw depths z at pixels `at` continue the mean of their reached 3x3
         neighbours, within the step tolerance of raw depth (bool per pixel)."""
-        if at.size == 0:
-            return np.zeros(0, bool)
-        sigma = self._noise_image(z, np.empty_like(z))
-        limit = cv2.addWeighted(z, self.slope / focal, sigma, 3 * np.sqrt(2), 2 * self.noise.quantum)
-        return cv2.compare(cv2.absdiff(z, self._reached_mean(at)), limit, cv2.CMP_LE).ravel() != 0
+        with np.errstate(invalid="ignore"):
+            return np.abs(z - self._reached_mean(at)) <= self.step_tolerance(z, focal)
 
     def _interior_nearby(self, at, smooth, inward, reached, deep):
         """At margin pixels `at`, the depth of the segment's own interior nearby: the mean
