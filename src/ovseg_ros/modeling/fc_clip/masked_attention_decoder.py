@@ -6,6 +6,8 @@ text outside)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,7 +72,21 @@ class MaskedAttentionDecoder(nn.Module):
         """levels: pixel-decoder maps at strides 32, 16, 8 [B, C, H_l, W_l]; mask_features
         [B, C, H/4, W/4] -> per prediction (learnt queries, then each layer): class
         embeddings [B, Q, D] and mask logits [B, Q, H/4, W/4]."""
-        batch = mask_features.shape[0]
+        memory = self.memory(levels)
+        output = self.query_feat.weight.unsqueeze(1).expand(-1, mask_features.shape[0], -1)
+        embeddings, masks, attn_logits = self.predict(output, mask_features, memory.sizes[0])
+        all_embeddings, all_masks = [embeddings], [masks]
+        for i in range(len(self.transformer_ffn_layers)):
+            output = self.layer(i, output, self.attention_mask(attn_logits), memory)
+            embeddings, masks, attn_logits = self.predict(output, mask_features, memory.sizes[(i + 1) % self.levels])
+            all_embeddings.append(embeddings)
+            all_masks.append(masks)
+        return all_embeddings, all_masks
+
+    def memory(self, levels: list[torch.Tensor]) -> DecoderMemory:
+        """What the queries cross-attend to, per level: pixels [HW, B, C] with their level
+        embedding, and their sine positions."""
+        batch = levels[0].shape[0]
         sizes = [tuple(x.shape[-2:]) for x in levels]
         memories, positions = [], []
         for i, x in enumerate(levels):
@@ -78,31 +94,36 @@ class MaskedAttentionDecoder(nn.Module):
             pos = sine_position_encoding(batch, height, width, x.shape[1] // 2, x.device, x.dtype)
             positions.append(pos.flatten(2).permute(2, 0, 1))  # [HW, B, C]
             memories.append((x.flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
-        query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, batch, -1)
-        output = self.query_feat.weight.unsqueeze(1).expand(-1, batch, -1)
+        return DecoderMemory(memories, positions, sizes)
 
-        embeddings, masks, attn_mask = self._predict(output, mask_features, sizes[0])
-        all_embeddings, all_masks = [embeddings], [masks]
-        for i, (cross, self_attn, ffn) in enumerate(
-            zip(self.transformer_cross_attention_layers, self.transformer_self_attention_layers, self.transformer_ffn_layers)
-        ):
-            level = i % self.levels
-            attn_mask = attn_mask & ~all_true(attn_mask, -1, keepdim=True)  # a query with no pixel attends everywhere
-            output = cross(output, memories[level], attn_mask, positions[level], query_pos)
-            output = ffn(self_attn(output, query_pos))
-            embeddings, masks, attn_mask = self._predict(output, mask_features, sizes[(i + 1) % self.levels])
-            all_embeddings.append(embeddings)
-            all_masks.append(masks)
-        return all_embeddings, all_masks
+    def layer(self, i: int, output: torch.Tensor, attn_mask: torch.Tensor, memory: DecoderMemory) -> torch.Tensor:
+        """Layer i on the queries [Q, B, C]: cross-attention to level i % 3 where the
+        attention mask allows, self-attention, FFN. Apart from `forward` so that a parity
+        check can re-run the layers after one attention-mask entry is flipped."""
+        level = i % self.levels
+        query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, output.shape[1], -1)
+        attn_mask = attn_mask & ~all_true(attn_mask, -1, keepdim=True)  # a query with no pixel attends everywhere
+        output = self.transformer_cross_attention_layers[i](output, memory.memories[level], attn_mask, memory.positions[level], query_pos)
+        return self.transformer_ffn_layers[i](self.transformer_self_attention_layers[i](output, query_pos))
 
-    def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict(self, output: torch.Tensor, mask_features: torch.Tensor, attn_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Heads on the current queries [Q, B, C]: class embeddings, mask logits, and the
-        next layer's attention mask [B*heads, Q, h*w] (True: may not attend)."""
+        mask logits resized to the next layer's level [B, Q, h, w] (its attention mask)."""
         decoded = self.decoder_norm(output).transpose(0, 1)  # [B, Q, C]
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
         pooled = self._mask_pooling_proj(mask_pool(mask_features, mask_logits))
         embeddings = self.class_embed(pooled + decoded)
-        resized = F.interpolate(mask_logits, size=attn_size, mode="bilinear", align_corners=False)
-        blocked = resized.sigmoid().flatten(2) < 0.5  # as published: sigmoid, not the logit's sign (equal but at rounding)
-        attn_mask = blocked.unsqueeze(1).expand(-1, self.heads, -1, -1).flatten(0, 1)
-        return embeddings, mask_logits, attn_mask
+        attn_logits = F.interpolate(mask_logits, size=attn_size, mode="bilinear", align_corners=False)
+        return embeddings, mask_logits, attn_logits
+
+    def attention_mask(self, attn_logits: torch.Tensor) -> torch.Tensor:
+        """[B, Q, h, w] logits -> [B*heads, Q, h*w], True where a query may not attend."""
+        blocked = attn_logits.sigmoid().flatten(2) < 0.5  # as published: sigmoid, not the logit's sign (equal but at rounding)
+        return blocked.unsqueeze(1).expand(-1, self.heads, -1, -1).flatten(0, 1)
+
+
+@dataclass
+class DecoderMemory:
+    memories: list[torch.Tensor]  # per level [HW, B, C]
+    positions: list[torch.Tensor]  # per level [HW, B, C]
+    sizes: list[tuple[int, int]]  # per level (h, w)
