@@ -548,11 +548,13 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     """Per segment and axis ([n, 3] each), the values with `cut[segment]` of the segment's
     values below (low) and above (high); linear between neighbours for a fractional cut.
 
-    From one sort per axis of all points at once, to `resolution` metres (coarser only
-    where n segments times the axis' span exceed 2^30 steps): each value becomes an
-    integer step count shifted by its segment index times more than the axis' whole
-    span, so the sort keeps segments apart and in order, and every segment's ranks sit
-    at known positions."""
+    From one partial sort per axis of all points at once, to `resolution` metres
+    (coarser only where n segments times the axis' span exceed 2^30 steps): each value
+    becomes an integer step count shifted by its segment index times more than the
+    axis' whole span, so sorted keys keep segments apart and in order, and every
+    segment's ranks sit at known positions; np.partition puts just those positions in
+    place (the same keys as a full sort there; about 2x faster on a frame's points,
+    which come in image order, and no slower shuffled)."""
     n = len(counts)
     start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
     positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
@@ -560,6 +562,7 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     below = np.clip(np.floor(positions).astype(np.int64), 0, last)
     above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
     fraction = positions - np.floor(positions)
+    ranks = np.unique(np.concatenate([below.ravel(), above.ravel()]))
     segment = segs.astype(np.int32)
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels
@@ -570,7 +573,7 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
         spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
         keys = segment * np.int32(spacing)
         keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
-        keys.sort()
+        keys.partition(ranks)
         shift = np.arange(n) * spacing
         low, high = keys[below] - shift, keys[above] - shift
         out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step + origin
