@@ -9,7 +9,7 @@ import pytest
 from support import make_camera_info, make_header
 
 from ovseg_ros.depth import POINT_DTYPE, DepthError, DepthNoise, Intrinsics, decode_depth, point_cloud
-from ovseg_ros.segments_3d import SegmentMeasurer, _quantiles, _Scratch, segment_geometry
+from ovseg_ros.segments_3d import SegmentMeasurer, SelectionTimer, _quantiles, _Scratch, segment_geometry
 
 HEIGHT, WIDTH = 480, 640
 K = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5)
@@ -131,6 +131,26 @@ def test_trimmed_extremes_are_order_statistics_at_any_span():
             ordered = np.sort(xyz[axis, segs == seg].astype(np.float64))
             c = int(cut[seg])
             assert abs(low[seg, axis] - ordered[c]) <= 1e-4 and abs(high[seg, axis] - ordered[-1 - c]) <= 1e-4
+    # a partial sort at the ranks needed gives the same keys there: the same result, bit for bit
+    by_partition = _quantiles(segs, xyz, counts, cut, select="partition")
+    assert np.array_equal(low, by_partition[0]) and np.array_equal(high, by_partition[1])
+    fractional = np.minimum(0.013 * counts, np.maximum(counts - 1, 0) / 2)  # between neighbours
+    assert all(np.array_equal(a, b) for a, b in zip(_quantiles(segs, xyz, counts, fractional),
+                                                     _quantiles(segs, xyz, counts, fractional, select="partition")))
+
+
+def test_selection_timer_settles_on_one_way_and_changes_no_result():
+    rng = np.random.default_rng(1)
+    segs = rng.integers(0, 4, 3000)
+    xyz = rng.normal(0, 1, (3, segs.size)).astype(np.float32)
+    counts = np.bincount(segs)
+    cut = np.ones(4)
+    timer = SelectionTimer(trials=2)
+    expected = _quantiles(segs, xyz, counts, cut)
+    for _ in range(5):
+        low, high = timer(segs, xyz, counts, cut)
+        assert np.array_equal(low, expected[0]) and np.array_equal(high, expected[1])
+    assert timer.choice in ("sort", "partition") and all(len(t) == 2 for t in timer.times.values())
 
 
 def test_rings_count_pixels_from_the_mask_edge_and_the_image_border():

@@ -43,6 +43,7 @@ foot; what falls in a hole of the depth image is not measured.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -139,6 +140,7 @@ class SegmentMeasurer:
         self._scratch: _Scratch | None = None
         self._grids: dict = {}
         self._ray_cache: tuple | None = None
+        self._select = SelectionTimer()
 
     def step_tolerance(self, z: np.ndarray, focal: float, sigmas: float = 3 * np.sqrt(2)) -> np.ndarray:
         """Largest depth step between neighbouring pixels of one surface at depth z
@@ -225,7 +227,7 @@ class SegmentMeasurer:
         xyz = np.stack([ray_x.take(at) * z, ray_y.take(at) * z, self._averaged_depth(at, raw, reached)])
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
-        low, high = _quantiles(segs, xyz, counts, cut)
+        low, high = self._select(segs, xyz, counts, cut)
         has = np.flatnonzero(counts > 0)
         center[has] = ((low + high) / 2)[has]
         size[has] = (high - low)[has]
@@ -544,17 +546,18 @@ def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrin
     return SegmentMeasurer(**options)(panoptic, depth, intrinsics, num_segments)
 
 
-def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.ndarray, resolution: float = 1e-4):
+def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.ndarray, resolution: float = 1e-4,
+               select: str = "sort"):
     """Per segment and axis ([n, 3] each), the values with `cut[segment]` of the segment's
     values below (low) and above (high); linear between neighbours for a fractional cut.
 
-    From one partial sort per axis of all points at once, to `resolution` metres
-    (coarser only where n segments times the axis' span exceed 2^30 steps): each value
-    becomes an integer step count shifted by its segment index times more than the
-    axis' whole span, so sorted keys keep segments apart and in order, and every
-    segment's ranks sit at known positions; np.partition puts just those positions in
-    place (the same keys as a full sort there; about 2x faster on a frame's points,
-    which come in image order, and no slower shuffled)."""
+    From one sort per axis of all points at once, to `resolution` metres (coarser only
+    where n segments times the axis' span exceed 2^30 steps): each value becomes an
+    integer step count shifted by its segment index times more than the axis' whole
+    span, so sorted keys keep segments apart and in order, and every segment's ranks
+    sit at known positions. select: "sort" (a full sort) or "partition" (np.partition at
+    just those positions): the same keys there, so the same result; which is faster
+    depends on the CPU (SelectionTimer)."""
     n = len(counts)
     start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
     positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
@@ -562,7 +565,7 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     below = np.clip(np.floor(positions).astype(np.int64), 0, last)
     above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
     fraction = positions - np.floor(positions)
-    ranks = np.unique(np.concatenate([below.ravel(), above.ravel()]))
+    ranks = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
     segment = segs.astype(np.int32)
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels
@@ -573,8 +576,39 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
         spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
         keys = segment * np.int32(spacing)
         keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
-        keys.partition(ranks)
+        if ranks is None:
+            keys.sort()
+        else:
+            keys.partition(ranks)
         shift = np.arange(n) * spacing
         low, high = keys[below] - shift, keys[above] - shift
         out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step + origin
     return out[0], out[1]
+
+
+class SelectionTimer:
+    """Picks _quantiles' selection for this CPU from the first frames' own points, as
+    they come: each way is timed `trials` times, interleaved, and the faster median kept.
+
+    Neither wins everywhere. np.sort is x86-simd-sort's vectorised quicksort (AVX2 or
+    AVX-512); np.partition at several positions is numpy's scalar introselect. On an
+    AVX2 machine sorting was 1.6x faster (1.2 against 1.9 ms a frame); on an AMD Zen 4
+    (AVX-512) it was 2.2x slower (3.65 against 1.68 ms), where AVX-512's compress-store
+    to memory is microcoded and slow (numpy/x86-simd-sort issue #6). Both give the same
+    result, so the choice changes only time."""
+
+    def __init__(self, trials: int = 3) -> None:
+        self.trials = trials
+        self.times: dict[str, list[float]] = {"sort": [], "partition": []}
+        self.choice: str | None = None
+
+    def __call__(self, segs, xyz, counts, cut):
+        if self.choice is not None:
+            return _quantiles(segs, xyz, counts, cut, select=self.choice)
+        way = min(self.times, key=lambda name: len(self.times[name]))  # alternate
+        start = time.perf_counter()
+        result = _quantiles(segs, xyz, counts, cut, select=way)
+        self.times[way].append(time.perf_counter() - start)
+        if all(len(t) >= self.trials for t in self.times.values()):
+            self.choice = min(self.times, key=lambda name: float(np.median(self.times[name])))
+        return result
