@@ -592,10 +592,10 @@ class SelectionTimer:
 
     Neither wins everywhere. np.sort is x86-simd-sort's vectorised quicksort (AVX2 or
     AVX-512); np.partition at several positions is numpy's scalar introselect. On an
-    AVX2 machine sorting was 1.6x faster (1.2 against 1.9 ms a frame); on an AMD Zen 4
-    (AVX-512) it was 2.2x slower (3.65 against 1.68 ms), where AVX-512's compress-store
-    to memory is microcoded and slow (numpy/x86-simd-sort issue #6). Both give the same
-    result, so the choice changes only time."""
+    AVX2 machine sorting was 1.6x faster (1.2 against 1.9 ms a frame); on an AMD EPYC
+    with AVX-512 it was 2.2x slower (3.65 against 1.68 ms), most likely Zen 4, where the
+    AVX-512 sort's compress-store to memory is microcoded and slow (numpy/x86-simd-sort
+    issue #6). Both give the same result, so the choice changes only time."""
 
     def __init__(self, trials: int = 3) -> None:
         self.trials = trials
