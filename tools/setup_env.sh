@@ -12,7 +12,7 @@ fi
 export PIP_FIND_LINKS=""
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! .venv/bin/python -c "import torch, torchvision, torchvision.ops; torchvision.ops.deform_conv2d" 2>/dev/null \
-   || ! .venv/bin/python -c "import ovseg_ros, ovseg_training, open_clip, pytest, pytest_timeout, hypothesis, rosbags, torchmetrics, lark, yaml, onnx_graphsurgeon, onnxconverter_common, scipy, trackeval" >/dev/null 2>&1; then
+   || ! .venv/bin/python -c "import ovseg_ros, ovseg_training, open_clip, pytest, pytest_timeout, hypothesis, rosbags, torchmetrics, lark, yaml, onnx_graphsurgeon, onnxconverter_common, scipy, numba, trackeval" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "torch>=2.1" "torchvision>=0.16"
   .venv/bin/python -m pip install --quiet -e ".[test,bag,onnx]" -e "training[test]"

@@ -29,8 +29,9 @@ with tolerances that follow the camera's noise at each depth (DepthNoise):
    (`min_trim`); along the optical axis on depth averaged over each point's reached
    3x3 neighbours, which takes most of the noise's spread out of the extent.
 
-Every step works on all segments at once (OpenCV morphology, medians, components,
-integral images; numpy sorts and bincounts): no per-pixel or per-segment Python loops.
+Every step works on all segments at once (compiled per-pixel loops for step 1,
+segments_3d_kernels; OpenCV morphology, components, integral images; numpy sorts and
+bincounts): no per-pixel or per-segment Python loops.
 Boxes are axis-aligned in the camera's optical frame (x right, y down, z forward) and
 span what the camera sees where it has depth.
 
@@ -50,6 +51,7 @@ import cv2
 import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
+from ovseg_ros.segments_3d_kernels import depth_edge_cuts, median_of_depth
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
@@ -80,8 +82,8 @@ class _Scratch:
         self.finite, self.same, self.on, self.reached, self.ridge, self.interior = (np.empty(shape, bool) for _ in range(6))
         self.low, self.high = (np.empty(shape, np.uint16) for _ in range(2))
         self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-        self.far, self.step, self.sigma = (np.empty(shape, np.float32) for _ in range(3))
-        self.cut, self.cut8, self.mask8 = np.empty(shape, bool), np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+        self.step = np.empty(shape, np.float32)
+        self.cut = np.empty(shape, bool)
         self.sparse = np.empty(shape, np.uint8)
         self.kept, self.reached_sum = (np.empty(shape, np.float32) for _ in range(2))
         # counts of pixels in windows (at most 81): box filters of 0/1 bytes into uint16, exact
@@ -93,10 +95,10 @@ class _Scratch:
             np.empty(shape, np.uint8) for _ in range(6))
         # padded by 2 px (NaN) so that every pixel has two neighbours each way
         padded = (shape[0] + 4, shape[1] + 4)
-        self.smooth_padded, self.negative_step_padded, self.kink_padded, self.positive_step_padded = (
+        self.smooth_padded, self.sigma_padded, self.step_padded, self.kink_padded = (
             np.full(padded, np.nan, np.float32) for _ in range(4))
-        inner = (slice(2, -2), slice(2, -2))
-        self.smooth, self.negative_step, self.kink = (a[inner] for a in (self.smooth_padded, self.negative_step_padded, self.kink_padded))
+        self.smooth = self.smooth_padded[2:-2, 2:-2]
+        self.finite_padded = np.empty((shape[0] + 2, shape[1] + 2), np.float32)  # valid depth, 0 elsewhere, edges replicated
         self.comp = np.empty(shape, np.int32)
         self.ids_padded = np.zeros(padded, np.uint16)
         self.chosen = np.empty(shape, bool)  # flatnonzero is several times faster on bool than on uint8
@@ -238,45 +240,15 @@ class SegmentMeasurer:
         neighbourhood has none; NaN where it has none either), and in scratch.cut the
         pixels without depth, behind a depth edge, or far from their neighbourhood's
         median (a flying pixel, an outlier: the median hides it, the box would not).
-        Whole-image OpenCV operations on row-contiguous views of padded buffers."""
+        Two compiled passes (segments_3d_kernels) on padded buffers; the noise's sigma
+        between them, by the noise model."""
         scratch = self._scratch
-        far, smooth, cut8 = scratch.far, scratch.smooth, scratch.cut8
-        far.fill(0)
-        cv2.copyTo(raw, finite.view(np.uint8), far)
-        cv2.medianBlur(far, 3, dst=smooth)  # the noise's spread, less 2.4x; steps and corners stay
-        sparse = cv2.compare(smooth, 0, cv2.CMP_LE, dst=scratch.sparse)  # most of the neighbourhood has no depth
-        cv2.copyTo(raw, sparse, smooth)
+        median_of_depth(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse)
+        sigma = self._noise_image(scratch.smooth_padded, scratch.sigma_padded)
         noise = self.noise
-        sigma = self._noise_image(smooth, scratch.sigma)
-        # step tolerance (negated: compared with the signed difference), kink tolerance
-        cv2.addWeighted(smooth, -self.slope / focal, sigma, -MEDIAN_STEP_SIGMAS, -2 * noise.quantum, dst=scratch.negative_step)
-        cv2.multiply(scratch.negative_step_padded, -1.0, dst=scratch.positive_step_padded)
-        cv2.addWeighted(smooth, 1 / focal, sigma, KINK_SIGMAS, 4 * noise.quantum, dst=scratch.kink)
-        cv2.compare(finite.view(np.uint8), 0, cv2.CMP_EQ, dst=cut8)
-        padded, negative, kink = scratch.smooth_padded, scratch.negative_step_padded, scratch.kink_padded
-        positive = scratch.positive_step_padded
-        height, width = raw.shape
-        for axis, along in ((0, height), (1, width)):  # down, then across: both ways (4 directions, not pixels)
-            def line(image, start, stop, axis=axis):  # padded index start..stop along the axis, the image's span across
-                return image[start:stop, 2:-2] if axis == 0 else image[2:-2, start:stop]
-            diff = cv2.subtract(line(padded, 1, along + 4), line(padded, 0, along + 3))  # diff[i] = s[i + 1] - s[i]
-            def span(image, start, length=along, axis=axis):  # entries from `start` along the axis of a diff or change array
-                return image[start:start + length] if axis == 0 else image[:, start:start + length]
-            change = cv2.absdiff(span(diff, 1, along + 2), span(diff, 0, along + 2))  # |diff[i + 1] - diff[i]|
-            # a pixel deeper than the next one by more than the step tolerance there ...
-            ahead = cv2.compare(span(diff, 2), line(negative, 3, along + 3), cv2.CMP_LT)
-            # ... unless the step repeats the one beyond (a slope, however steep)
-            even = cv2.compare(span(change, 2), line(kink, 3, along + 3), cv2.CMP_LE)
-            edge = cv2.bitwise_and(ahead, cv2.bitwise_not(even))
-            behind = cv2.compare(span(diff, 1), line(positive, 1, along + 1), cv2.CMP_GT)
-            even = cv2.compare(span(change, 0), line(kink, 1, along + 1), cv2.CMP_LE)
-            cv2.bitwise_or(edge, cv2.bitwise_and(behind, cv2.bitwise_not(even)), dst=edge)
-            cv2.bitwise_or(cut8, edge, dst=cut8)
-        outlier = cv2.absdiff(raw, smooth, dst=scratch.far)
-        limit = cv2.addWeighted(smooth, self.slope / focal, sigma, OUTLIER_SIGMAS, 2 * noise.quantum, dst=scratch.step)
-        cv2.bitwise_or(cut8, cv2.compare(outlier, limit, cv2.CMP_GT, dst=scratch.mask8), dst=cut8)
-        np.not_equal(cut8, 0, out=scratch.cut)
-        return smooth
+        depth_edge_cuts(raw, scratch.smooth_padded, sigma, self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS,
+                        KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut)
+        return scratch.smooth
 
     def _components(self, ids, inward, finite):
         """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less

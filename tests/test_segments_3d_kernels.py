@@ -1,0 +1,87 @@
+"""The 3D step's compiled loops (segments_3d_kernels) against their definitions written
+with OpenCV and numpy whole-image operations: the same values, bit for bit, on depth with
+holes, flying pixels, steps, slopes, values far out (a floor to the horizon) and odd image
+sizes, so that replacing the OpenCV passes changed no box."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from ovseg_ros.depth import DepthNoise
+from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS
+from ovseg_ros.segments_3d_kernels import depth_edge_cuts, median_of_depth
+
+
+def depth_image(height, width, seed):
+    """Planes at 0.5-8 m and one reaching 200 m, steps between them, a slope, noise, 5% holes,
+    a few non-positive and infinite values, mixed pixels at the steps."""
+    rng = np.random.default_rng(seed)
+    vs, us = np.mgrid[0:height, 0:width].astype(np.float32)
+    depth = np.where(vs > height / 2, 200.0 / np.maximum(vs - height / 2, 1), 6.0).astype(np.float32)
+    for _ in range(6):
+        top, left = rng.integers(0, height), rng.integers(0, width)
+        depth[top:top + rng.integers(1, height // 2 + 2), left:left + rng.integers(1, width // 2 + 2)] = rng.uniform(0.5, 8)
+    depth += (us * rng.uniform(-0.01, 0.01)).astype(np.float32)  # a slope across
+    depth += rng.normal(0, 0.003, depth.shape).astype(np.float32)
+    edge = np.zeros(depth.shape, bool)
+    edge[:, 1:] = np.abs(np.diff(depth, axis=1)) > 0.1
+    depth[edge] = depth[edge] * np.float32(0.5) + np.roll(depth, 1, axis=1)[edge] * np.float32(0.5)
+    depth[rng.random(depth.shape) < 0.05] = np.nan
+    bad = rng.random(depth.shape)
+    depth[bad < 0.002] = 0.0
+    depth[(bad >= 0.002) & (bad < 0.003)] = -1.0
+    depth[(bad >= 0.003) & (bad < 0.004)] = np.inf
+    return depth
+
+
+def reference(raw, noise, slope_per_px, per_px):
+    """Step 1 by its definition: OpenCV's 3x3 median of the valid depth (0 elsewhere), the
+    raw depth where that is not above 0; tolerances as cv2.addWeighted; then per pixel
+    and 4-neighbour q: cut where the pixel is deeper than q by more than q's step tolerance
+    and the second difference centred on q exceeds q's kink tolerance (or is NaN); where
+    it has no valid depth; where it is farther from its median than the outlier limit."""
+    finite = np.isfinite(raw) & (raw > 0)
+    smooth = cv2.medianBlur(np.where(finite, raw, 0).astype(np.float32), 3)
+    sparse = smooth <= 0
+    smooth = np.where(sparse, raw, smooth).astype(np.float32)
+    sigma = cv2.multiply(smooth, smooth, scale=noise.sigma_at_1m) if noise.exponent == 2 else noise.sigma(smooth).astype(np.float32)
+    step = cv2.addWeighted(smooth, slope_per_px, sigma, MEDIAN_STEP_SIGMAS, 2 * noise.quantum)
+    kink = cv2.addWeighted(smooth, per_px, sigma, KINK_SIGMAS, 4 * noise.quantum)
+    limit = cv2.addWeighted(smooth, slope_per_px, sigma, OUTLIER_SIGMAS, 2 * noise.quantum)
+    pad = lambda a: np.pad(a, 2, constant_values=np.nan)
+    s, t, k = pad(smooth), pad(step), pad(kink)
+    height, width = raw.shape
+    at = lambda a, dy, dx: a[2 + dy:2 + dy + height, 2 + dx:2 + dx + width]
+    cut = ~finite
+    with np.errstate(invalid="ignore"):
+        for dy, dx in ((1, 0), (0, 1), (-1, 0), (0, -1)):
+            near, beyond = at(s, dy, dx), at(s, 2 * dy, 2 * dx)
+            second = np.abs((beyond - near) - (near - smooth))
+            cut |= ((near - smooth) < -at(t, dy, dx)) & ~(second <= at(k, dy, dx))
+        cut |= np.abs(raw - smooth) > limit
+    return smooth, sparse, cut
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (211, 317), (1, 9), (2, 2), (37, 5)])
+@pytest.mark.parametrize("noise", [DepthNoise(), DepthNoise(sigma_at_1m=0.004, exponent=1.0, quantum=0.0005)])
+def test_median_and_cuts_equal_their_opencv_definition(shape, noise):
+    height, width = shape
+    raw = depth_image(height, width, seed=height * 1000 + width)
+    focal = 525.0
+    slope_per_px, per_px = float(np.tan(np.radians(45.0))) / focal, 1 / focal
+    smooth_padded, sigma_padded, step_padded, kink_padded = (np.full((height + 4, width + 4), np.nan, np.float32) for _ in range(4))
+    sparse, cut = np.empty(shape, np.uint8), np.empty(shape, bool)
+    median_of_depth(raw, np.empty((height + 2, width + 2), np.float32), smooth_padded, sparse)
+    smooth = smooth_padded[2:-2, 2:-2]
+    with np.errstate(invalid="ignore"):
+        sigma_padded[2:-2, 2:-2] = (cv2.multiply(smooth, smooth, scale=noise.sigma_at_1m) if noise.exponent == 2
+                                    else noise.sigma(smooth))
+    depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS,
+                    OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut)
+    want_smooth, want_sparse, want_cut = reference(raw, noise, slope_per_px, per_px)
+    assert np.array_equal(smooth, want_smooth, equal_nan=True)
+    assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
+    assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ"
+    assert want_cut.any() and not want_cut.all()
