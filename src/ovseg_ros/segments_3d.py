@@ -193,7 +193,7 @@ class SegmentMeasurer:
             finite &= raw > 0
         deep = self.mask_margin + 1
         inward = scratch.inward_steps(ids, deep)
-        smooth = self._smooth_and_cut(raw, finite, focal)
+        smooth = self._smooth_and_cut(raw, focal)
         peak = cv2.dilate(inward, _SQUARE, dst=scratch.peak, borderType=cv2.BORDER_REPLICATE)
         ridge = np.equal(inward, peak, out=scratch.ridge)  # where the distance from the mask's edge peaks
         ridge &= inward > 0
@@ -235,7 +235,7 @@ class SegmentMeasurer:
         size[has] = (high - low)[has]
         return SegmentGeometry(center, size, points)
 
-    def _smooth_and_cut(self, raw, finite, focal):
+    def _smooth_and_cut(self, raw, focal):
         """Step 1: the 3x3 median of the depth (the pixel's own depth where most of its
         neighbourhood has none; NaN where it has none either), and in scratch.cut the
         pixels without depth, behind a depth edge, or far from their neighbourhood's

@@ -3,14 +3,14 @@
 Why compiled: the step's cost is the number of whole-image passes, not any one of them.
 A loop that does a step's arithmetic for each pixel in one pass over a few rows at a
 time, written without branches so that LLVM vectorises it, does what several OpenCV
-passes did, at a fraction of the memory traffic (the edge cuts: about 4x faster on one
-thread than the OpenCV passes on two).
+passes did, at a fraction of the memory traffic (step 1: 1.16 ms on one thread against
+2.19 ms for the OpenCV passes on two, side by side at 640x480).
 
 Every loop gives the same values as the OpenCV calls it replaces, bit for bit:
 cv2.addWeighted on float32 is fma(a, alpha, fma(b, beta, gamma)) in float32 (`_fma32`
 below: the product of two float32 is exact in float64, so one float64 sum rounded to
 float32 gives the fused result), cv2.multiply(z, z, scale=s) is (s * z) * z, and
-comparisons with NaN are false as in cv2.compare. tests/test_segments_3d.py checks them
+comparisons with NaN are false as in cv2.compare. tests/test_segments_3d_kernels.py checks them
 against the OpenCV forms.
 
 Loops run on the calling thread (no numba threading layer: the node's other threads and
