@@ -11,7 +11,7 @@ import pytest
 
 from ovseg_ros.depth import DepthNoise
 from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS
-from ovseg_ros.segments_3d_kernels import depth_edge_cuts, median_of_depth
+from ovseg_ros.segments_3d_kernels import depth_edge_cuts, mask_rings, median_of_depth
 
 
 def depth_image(height, width, seed):
@@ -85,3 +85,35 @@ def test_median_and_cuts_equal_their_opencv_definition(shape, noise):
     assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
     assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ"
     assert want_cut.any() and not want_cut.all()
+
+
+def id_image(height, width, seed):
+    """Overlapping rectangles of ids 0-4, some cut by the border, some 1 px thin."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((height, width), np.uint16)
+    for _ in range(rng.integers(1, 9)):
+        top, left = rng.integers(-3, height), rng.integers(-3, width)
+        bottom, right = top + rng.integers(1, 20), left + rng.integers(1, 20)
+        ids[max(top, 0):max(bottom, 0), max(left, 0):max(right, 0)] = rng.integers(0, 5)
+    return ids
+
+
+@pytest.mark.parametrize("radius", [1, 3, 4, 6])
+def test_mask_rings_equal_repeated_erosion(radius):
+    """inward: the 3x3 erosions a pixel survives (whether the minimum, outside the image
+    0, equals the maximum, edge replicated: OpenCV's erode and dilate r times); ridge:
+    above 0 and at its 3x3 maximum (edge replicated)."""
+    for seed in range(120):
+        height, width = (5 + seed % 40, 4 + (seed * 7) % 45) if seed else (1, 1)
+        ids = id_image(height, width, seed)
+        low, high, want = ids.copy(), ids.copy(), np.zeros(ids.shape, np.uint8)
+        for _ in range(radius):
+            low = cv2.erode(low, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            high = cv2.dilate(high, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+            want += low == high
+        peak = cv2.dilate(want, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+        inward, ridge = np.empty(ids.shape, np.uint8), np.empty(ids.shape, bool)
+        mask_rings(ids, radius, np.empty((height + 2 * radius, width + 2 * radius), np.uint16),
+                   np.empty((height + 2 * radius, width), np.uint8), np.empty((height + 2, width + 2), np.uint8), inward, ridge)
+        assert np.array_equal(inward, want), f"seed {seed}: {(inward != want).sum()} pixels differ"
+        assert np.array_equal(ridge, (want == peak) & (want > 0)), f"seed {seed}"

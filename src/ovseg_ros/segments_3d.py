@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
-from ovseg_ros.segments_3d_kernels import depth_edge_cuts, median_of_depth
+from ovseg_ros.segments_3d_kernels import depth_edge_cuts, mask_rings, median_of_depth
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
@@ -79,8 +79,7 @@ class _Scratch:
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
-        self.finite, self.same, self.on, self.reached, self.ridge, self.interior = (np.empty(shape, bool) for _ in range(6))
-        self.low, self.high = (np.empty(shape, np.uint16) for _ in range(2))
+        self.same, self.on, self.reached, self.ridge, self.interior = (np.empty(shape, bool) for _ in range(5))
         self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         self.step = np.empty(shape, np.float32)
         self.cut = np.empty(shape, bool)
@@ -104,20 +103,21 @@ class _Scratch:
         self.chosen = np.empty(shape, bool)  # flatnonzero is several times faster on bool than on uint8
         self.window_sum = np.empty(shape, np.float32)
         self.outside_count = np.empty(shape, np.uint8)
+        self._rings: tuple | None = None  # mask_rings' scratch, by radius
 
     def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
         """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
         (2r+1)^2 neighbourhood has one label, for r = 1, 2, ... The image border is an
         edge too: a wide mask reaches it over the wall beside an object as well as over
-        the object (what the border cuts of an object is reached from its interior)."""
-        low, high, inward = self.low, self.high, self.inward
-        low[...], high[...], inward[...] = ids, ids, 0
-        for _ in range(radius):  # radius passes, not pixels or segments
-            cv2.erode(low, _SQUARE, dst=low, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-            cv2.dilate(high, _SQUARE, dst=high, borderType=cv2.BORDER_REPLICATE)
-            np.equal(low, high, out=self.same)
-            inward += self.same  # windows nest: a pixel that fails once fails from then on
-        return inward
+        the object (what the border cuts of an object is reached from its interior).
+        Also self.ridge: where that count peaks (its 3x3 maximum, above 0). One compiled
+        pass (segments_3d_kernels.mask_rings)."""
+        if self._rings is None or self._rings[0].shape[0] != self.shape[0] + 2 * radius:
+            height, width = self.shape
+            self._rings = (np.empty((height + 2 * radius, width + 2 * radius), np.uint16),
+                           np.empty((height + 2 * radius, width), np.uint8), np.empty((height + 2, width + 2), np.uint8))
+        mask_rings(ids, radius, *self._rings, self.inward, self.ridge)
+        return self.inward
 
 
 class SegmentMeasurer:
@@ -188,16 +188,10 @@ class SegmentMeasurer:
         scratch = self._scratch
         focal = float(min(intrinsics.fx, intrinsics.fy))
         ids = panoptic if panoptic.dtype == np.uint16 else np.clip(panoptic, 0, 65535).astype(np.uint16)
-        finite = np.isfinite(raw, out=scratch.finite)
-        with np.errstate(invalid="ignore"):
-            finite &= raw > 0
         deep = self.mask_margin + 1
-        inward = scratch.inward_steps(ids, deep)
-        smooth = self._smooth_and_cut(raw, focal)
-        peak = cv2.dilate(inward, _SQUARE, dst=scratch.peak, borderType=cv2.BORDER_REPLICATE)
-        ridge = np.equal(inward, peak, out=scratch.ridge)  # where the distance from the mask's edge peaks
-        ridge &= inward > 0
-        comp, count = self._components(ids, inward, finite)
+        inward = scratch.inward_steps(ids, deep)  # and scratch.ridge: where the distance from the mask's edge peaks
+        smooth = self._smooth_and_cut(raw, focal)  # scratch.cut: also every pixel without valid depth
+        comp, count = self._components(ids, inward)
         stats = self._component_stats(comp, count, ids, inward, raw, deep)
         accepted, low, high = self._segment_surfaces(stats, n, focal)
         reached = self._reach(comp, accepted, inward, deep)
@@ -209,7 +203,7 @@ class SegmentMeasurer:
         cv2.boxFilter(kept, -1, (3, 3), dst=scratch.reached_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
         cv2.boxFilter(reached.view(np.uint8), cv2.CV_16U, (3, 3), dst=scratch.reached_count, normalize=False,
                       borderType=cv2.BORDER_CONSTANT)
-        edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, finite, reached, low, high, n, deep, focal)
+        edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, reached, low, high, n, deep, focal)
         # the interior: every stride-th pixel each way
         stride = self.stride
         pick = np.flatnonzero(reached[::stride, ::stride].ravel() & (inward[::stride, ::stride].ravel() >= deep))
@@ -250,13 +244,12 @@ class SegmentMeasurer:
                         KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut)
         return scratch.smooth
 
-    def _components(self, ids, inward, finite):
+    def _components(self, ids, inward):
         """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less
         its outermost ring: no component spans two segments."""
         scratch = self._scratch
         open_ = np.greater(inward, 0, out=scratch.same)
-        open_ &= finite
-        open_ &= ~scratch.cut
+        open_ &= ~scratch.cut  # the cut pixels include those without depth
         count, comp = cv2.connectedComponents(open_.view(np.uint8), labels=scratch.comp, connectivity=4, ltype=cv2.CV_32S)
         return comp, count
 
@@ -337,7 +330,7 @@ class SegmentMeasurer:
             reached |= grown.view(bool)
         return reached
 
-    def _kept_margin(self, ids, inward, raw, smooth, finite, reached, low, high, n, deep, focal):
+    def _kept_margin(self, ids, inward, raw, smooth, reached, low, high, n, deep, focal):
         """Step 4b: the margin pixels kept (flat indices, segment ids).
 
         Kept: those the surface reached; those cut from no surface that continue the
@@ -348,7 +341,7 @@ class SegmentMeasurer:
         segment's interior nearby, where those two differ (a wide mask's strip of
         floor, wall or object behind); a grazing face or a curved rim stays."""
         scratch = self._scratch
-        open_ = np.logical_and(finite, ~scratch.cut, out=scratch.open)  # with depth, not cut, not reached
+        open_ = np.logical_not(scratch.cut, out=scratch.open)  # with depth, not cut, not reached
         open_ &= ~reached
         seeds, grown, joined = scratch.seeds, scratch.grown, scratch.joined
         reached8 = reached.view(np.uint8)

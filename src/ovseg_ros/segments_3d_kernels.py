@@ -132,3 +132,92 @@ def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step
             edge |= ((up[i] - s) < -t_up[i]) & ((abs((up2[i] - up[i]) - (up[i] - s)) <= k_up[i]) ^ True)
             edge |= ((here[i - 1] - s) < -t_here[i - 1]) & ((abs((here[i - 2] - here[i - 1]) - (here[i - 1] - s)) <= k_here[i - 1]) ^ True)
             out[x] |= edge
+
+
+
+
+@numba.njit(**_JIT)
+def mask_rings(ids, radius, ids_padded, runs, inward_padded, inward, ridge):
+    """How many 3x3 erosions, up to `radius`, each pixel of the id image survives
+    (inward, uint8): the largest r whose (2r+1)^2 window holds its id only, outside the
+    image counting as id 0 (so a mask's window may not cross the border; the
+    background's may). And ridge: inward above 0 and at its 3x3 maximum.
+
+    Separable: runs holds per row the largest r whose 2r+1 wide row segment holds the
+    pixel's id; a window holds one id where every row of it has that id at the column
+    and a run of at least r (the shortest of the window's rows' runs). Scratch: ids_padded H+2R x W+2R (uint16), runs H+2R x W
+    and inward_padded H+2 x W+2 (uint8). One pass per function: a variable that holds
+    slices of two layouts loses its vectorisation."""
+    _pad_ids(ids, radius, ids_padded, runs)
+    _row_runs(ids.shape[0], ids.shape[1], radius, ids_padded, runs)
+    _window_runs(ids.shape[0], ids.shape[1], radius, ids_padded, runs, inward_padded)
+    _ridge(inward_padded, inward, ridge)
+
+
+@numba.njit(**_JIT)
+def _pad_ids(ids, rim, ids_padded, runs):
+    height, width = ids.shape
+    for y in range(rim):  # the rows outside: id 0, runs of any length
+        ids_padded[y] = 0
+        ids_padded[height + rim + y] = 0
+        runs[y] = rim
+        runs[height + rim + y] = rim
+    for y in range(height):
+        row, source = ids_padded[y + rim], ids[y]
+        for x in range(rim):
+            row[x] = 0
+            row[width + rim + x] = 0
+        for x in range(width):
+            row[x + rim] = source[x]
+
+
+@numba.njit(**_JIT)
+def _row_runs(height, width, rim, ids_padded, runs):
+    for y in range(height):
+        row, run = ids_padded[y + rim], runs[y + rim]
+        for x in range(width):
+            run[x] = 0
+        for r in range(1, rim + 1):
+            before = np.uint8(r - 1)
+            left, mid, right = row[rim - r:rim - r + width], row[rim:rim + width], row[rim + r:rim + r + width]
+            for x in range(width):
+                c = mid[x]
+                run[x] += np.uint8((left[x] == c) & (right[x] == c) & (run[x] == before))
+
+
+@numba.njit(**_JIT)
+def _window_runs(height, width, rim, ids_padded, runs, inward_padded):
+    inward_padded[0] = 0
+    inward_padded[height + 1] = 0
+    shortest = np.empty(width, np.uint8)
+    for y in range(height):
+        p = y + rim
+        count = inward_padded[y + 1]
+        run_here = runs[p]
+        for x in range(width + 2):
+            count[x] = 0
+        for x in range(width):
+            shortest[x] = run_here[x]
+        for r in range(1, rim + 1):
+            before, least = np.uint8(r - 1), np.uint8(r)
+            above, centre, below = ids_padded[p - r], ids_padded[p], ids_padded[p + r]
+            run_above, run_below = runs[p - r], runs[p + r]
+            for x in range(width):
+                c = centre[x + rim]
+                shortest[x] = min(shortest[x], min(run_above[x], run_below[x]))
+                count[x + 1] += np.uint8((above[x + rim] == c) & (below[x + rim] == c) & (shortest[x] >= least)
+                                         & (count[x + 1] == before))
+
+
+@numba.njit(**_JIT)
+def _ridge(inward_padded, inward, ridge):
+    height, width = inward.shape
+    for y in range(height):
+        up, here, down = inward_padded[y], inward_padded[y + 1], inward_padded[y + 2]
+        out, top = inward[y], ridge[y]
+        for x in range(width):
+            v = here[x + 1]
+            peak = max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
+                       max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
+            out[x] = v
+            top[x] = (v > np.uint8(0)) & (v >= peak)
