@@ -51,7 +51,8 @@ import cv2
 import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
-from ovseg_ros.segments_3d_kernels import depth_edge_cuts, mask_rings, median_of_depth
+from ovseg_ros.segments_3d_kernels import (depth_edge_cuts, interior_nearby, margin_candidates, mask_rings,
+                                            median_of_depth, outside_nearby)
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
@@ -104,6 +105,10 @@ class _Scratch:
         self.window_sum = np.empty(shape, np.float32)
         self.outside_count = np.empty(shape, np.uint8)
         self._rings: tuple | None = None  # mask_rings' scratch, by radius
+        self.seeds_padded = np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
+        words = -(-shape[0] * shape[1] // 8)  # margin_candidates reads its flags 8 bytes at a time
+        self.margin_flags = np.empty(8 * words, np.uint8)
+        self.margin_at, self.margin_kind = np.empty(8 * words, np.int64), np.empty(8 * words, np.uint8)
 
     def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
         """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
@@ -341,36 +346,15 @@ class SegmentMeasurer:
         segment's interior nearby, where those two differ (a wide mask's strip of
         floor, wall or object behind); a grazing face or a curved rim stays."""
         scratch = self._scratch
-        open_ = np.logical_not(scratch.cut, out=scratch.open)  # with depth, not cut, not reached
-        open_ &= ~reached
-        seeds, grown, joined = scratch.seeds, scratch.grown, scratch.joined
-        reached8 = reached.view(np.uint8)
-        # next to a reached pixel further in: the 3x3 maximum of the reached pixels' ring
-        # numbers is above the pixel's own (whether it continues them is asked below, of
-        # these few pixels only)
-        cv2.multiply(inward, reached8, dst=seeds)
-        cv2.dilate(seeds, _SQUARE, dst=grown)
-        cv2.compare(grown, inward, cv2.CMP_GT, dst=joined)
-        cv2.bitwise_and(joined, scratch.open8, dst=joined)
-        # candidates: kept so far, or amid holes outside every surface (in the outermost
-        # ring, the only open pixels that no component holds)
-        margin = cv2.compare(inward, deep, cv2.CMP_LT, dst=scratch.margin8)
-        cv2.bitwise_and(margin, cv2.compare(ids, 0, cv2.CMP_NE, dst=scratch.labelled8), dst=margin)
-        alone = cv2.compare(inward, 0, cv2.CMP_EQ, dst=scratch.alone8)
-        cv2.bitwise_and(alone, scratch.sparse, dst=alone)
-        cv2.bitwise_and(alone, scratch.open8, dst=alone)
-        candidates = cv2.bitwise_or(cv2.bitwise_or(reached8, joined, dst=grown), alone, dst=grown)
-        cv2.bitwise_and(candidates, margin, dst=candidates)
-        at = np.flatnonzero(np.not_equal(candidates, 0, out=scratch.chosen))
+        count = margin_candidates(ids, inward, reached, scratch.cut, scratch.sparse, deep, n, scratch.seeds_padded,
+                                  scratch.margin_flags, scratch.margin_at, scratch.margin_kind)
+        at, kind = scratch.margin_at[:count], scratch.margin_kind[:count]
         seg = ids.ravel().take(at)
-        if n < 65535:
-            known = seg <= n
-            at, seg = at[known], seg[known]
         z = raw.ravel().take(at)
-        keep = reached8.ravel().take(at) != 0
-        next_to = np.flatnonzero(joined.ravel().take(at))
+        keep = (kind & 1) != 0
+        next_to = np.flatnonzero(kind & 2)
         keep[next_to[self._continues(at[next_to], z[next_to], focal)]] = True
-        stay = keep | (alone.ravel().take(at) != 0)  # next to reached pixels, not continuing them: no candidates
+        stay = keep | ((kind & 4) != 0)  # next to reached pixels, not continuing them: no candidates
         at, seg, z, keep = at[stay], seg[stay], z[stay], keep[stay]
         lonely = np.flatnonzero(~keep)
         za = z[lonely]
@@ -383,7 +367,7 @@ class SegmentMeasurer:
             separation = self.step_tolerance(ref_in, focal, MEDIAN_STEP_SIGMAS)
             doubtful = np.flatnonzero(~(np.abs(zs - ref_in) <= separation / 2))  # nearer the interior than half the separation: kept
         if doubtful.size:
-            ref_out = self._outside_nearby(at[doubtful], seg[doubtful], inward, ids, deep)
+            ref_out = self._outside_nearby(at[doubtful], inward)
             with np.errstate(invalid="ignore"):
                 inside = ref_in[doubtful]
                 apart = np.abs(inside - ref_out) > self.step_tolerance(np.fmin(inside, ref_out), focal, MEDIAN_STEP_SIGMAS)
@@ -403,20 +387,12 @@ class SegmentMeasurer:
         """At margin pixels `at`, the depth of the segment's own interior nearby: the mean
         of its reached interior within `deep` pixels, or where there is none, of the
         reached pixels next to it. A pixel `deep` (1) inside its mask has no other
-        segment within `deep` (1) pixels: each box sum sees one segment only."""
+        segment within `deep` (1) pixels: each window sees one segment only. Compiled
+        (segments_3d_kernels.interior_nearby): window sums at these pixels only."""
         scratch = self._scratch
-        interior = np.greater_equal(inward, deep, out=scratch.interior)
-        interior &= reached
-        values = scratch.step
-        values.fill(0)
-        cv2.copyTo(smooth, interior.view(np.uint8), values)
-        window = (2 * deep + 1, 2 * deep + 1)
-        cv2.boxFilter(values, -1, window, dst=scratch.window_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        cv2.boxFilter(interior.view(np.uint8), cv2.CV_16U, window, dst=scratch.window_count, normalize=False,
-                      borderType=cv2.BORDER_CONSTANT)
-        near_sum, near_count = scratch.window_sum.ravel().take(at), scratch.window_count.ravel().take(at)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(near_count > 0, near_sum / near_count, self._reached_mean(at)).astype(np.float32)
+        out = np.empty(at.size, np.float32)
+        interior_nearby(scratch.smooth_padded, inward, reached, deep, at, scratch.reached_sum, scratch.reached_count, out)
+        return out
 
     def _reached_mean(self, at):
         """At pixels `at`, the mean raw depth of their reached 3x3 neighbours (one segment's
@@ -425,40 +401,17 @@ class SegmentMeasurer:
         with np.errstate(invalid="ignore", divide="ignore"):
             return scratch.reached_sum.ravel().take(at) / scratch.reached_count.ravel().take(at)
 
-    def _outside_nearby(self, at, seg, inward, ids, deep):
-        """At margin pixels `at` (of segments `seg`), the depth of the surface just outside
-        the mask: the mean, over the outermost-ring pixels within as many pixels as `at`
-        is rings in (its own segment's only: no other segment is that close), of their
-        neighbours' smoothed depth (step 1's, in its padded buffer) that belong to other
-        segments."""
+    def _outside_nearby(self, at, inward):
+        """At margin pixels `at`, the depth of the surface just outside the mask: the mean,
+        over the outermost-ring pixels within as many pixels as `at` is rings in (its own
+        segment's only: no other segment is that close), of their neighbours' smoothed
+        depth (step 1's) that belong to other segments. Compiled
+        (segments_3d_kernels.outside_nearby)."""
         scratch = self._scratch
-        flat = np.flatnonzero(np.equal(inward, 0, out=scratch.chosen))  # every mask's outermost ring
-        # in the buffers padded by 2 px (ids 0, depth NaN: no neighbour there), every
-        # neighbour is a fixed offset away
-        padded_width = inward.shape[1] + 4
-        scratch.ids_padded[2:-2, 2:-2] = ids
-        fv, fu = np.divmod(flat, inward.shape[1])
-        centre = (fv + 2) * padded_width + (fu + 2)
-        padded_ids, padded_smooth = scratch.ids_padded.ravel(), scratch.smooth_padded.ravel()
-        own = padded_ids.take(centre)
-        total, count = np.zeros(flat.size, np.float32), np.zeros(flat.size, np.uint8)
-        for ev, eu in _NEIGHBOURS:  # 8 directions, not pixels
-            other = centre + (ev * padded_width + eu)
-            zo = padded_smooth.take(other)
-            ok = padded_ids.take(other) != own
-            ok &= np.isfinite(zo)  # no depth (the padding included)
-            total += np.where(ok, zo, 0)
-            count += ok
-        values, weight = scratch.step, scratch.outside_count  # counts: 8 at most, exact as bytes
-        values.fill(0)
-        weight.fill(0)
-        values.ravel()[flat] = total
-        weight.ravel()[flat] = count
-        level = inward.ravel().take(at).astype(np.int64)  # r rings in: a window of r pixels each way
-        out_total, out_count = _window_sums(
-            [cv2.integral(values, sdepth=cv2.CV_64F), cv2.integral(weight, sdepth=cv2.CV_32S)], at, level)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (out_total / out_count).astype(np.float32)
+        ids_padded, rim = scratch._rings[0], (scratch._rings[0].shape[0] - inward.shape[0]) // 2
+        out = np.empty(at.size, np.float32)
+        outside_nearby(scratch.smooth_padded, ids_padded, rim, inward, at, scratch.step, scratch.outside_count, out)
+        return out
 
     def _averaged_depth(self, at, raw, reached):
         """Depth at each point averaged over its 3x3 neighbours that its surface reached

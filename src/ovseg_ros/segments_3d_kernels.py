@@ -24,7 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = {"nogil": True, "cache": True}
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # numpy: x / 0 is inf or NaN, as in numpy
 _INF = np.float32(np.inf)
 
 
@@ -221,3 +221,169 @@ def _ridge(inward_padded, inward, ridge):
                        max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
             out[x] = v
             top[x] = (v > np.uint8(0)) & (v >= peak)
+
+
+@numba.njit(**_JIT)
+def margin_candidates(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded, flags, at, kind):
+    """The margin pixels (fewer than `deep` rings in, ids 1..last_id) that may be kept
+    (segments_3d.SegmentMeasurer._kept_margin): those reached (kind bit 1); those not cut
+    and not reached next to a reached pixel further in (bit 2: the 3x3 maximum of the
+    reached pixels' ring numbers is above the pixel's own); those not cut and not reached
+    in the outermost ring where most of the neighbourhood has no depth (bit 4). Their
+    flat indices into `at` (int64), bits into `kind` (uint8), in image order; returns
+    how many. Scratch: seeds_padded H+2 x W+2 (uint8), flags H W rounded up to a
+    multiple of 8 (uint8)."""
+    _reached_rings(inward, reached, seeds_padded)
+    _margin_flags(ids, inward, reached, cut, sparse, np.uint8(deep), last_id, seeds_padded, flags)
+    return _nonzero(flags, at, kind)
+
+
+@numba.njit(**_JIT)
+def _reached_rings(inward, reached, seeds_padded):
+    height, width = inward.shape
+    seeds_padded[0] = 0
+    seeds_padded[height + 1] = 0
+    for y in range(height):
+        level, on, out = inward[y], reached[y], seeds_padded[y + 1]
+        out[0], out[width + 1] = 0, 0
+        for x in range(width):
+            out[x + 1] = level[x] * np.uint8(on[x])
+
+
+@numba.njit(**_JIT)
+def _margin_flags(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded, flags):
+    height, width = ids.shape
+    zero = np.uint8(0)
+    for y in range(height):
+        up, here, down = seeds_padded[y], seeds_padded[y + 1], seeds_padded[y + 2]
+        label, level, on, off, few = ids[y], inward[y], reached[y], cut[y], sparse[y]
+        out = flags[y * width:(y + 1) * width]
+        for x in range(width):
+            peak = max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
+                       max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
+            v = level[x]
+            open_ = (off[x] | on[x]) ^ True
+            joined = (peak > v) & open_
+            alone = (v == zero) & (few[x] != zero) & open_
+            margin = (v < deep) & (label[x] != 0) & (label[x] <= last_id)
+            out[x] = (np.uint8(on[x]) | (np.uint8(joined) << np.uint8(1)) | (np.uint8(alone) << np.uint8(2))) * np.uint8(margin)
+    flags[height * width:] = 0
+
+
+@numba.njit(**_JIT)
+def _nonzero(flags, at, kind):
+    """Indices and values of the nonzero bytes, eight at a time (most words are 0)."""
+    words = flags.view(np.uint64)
+    count = 0
+    for j in range(words.size):
+        if words[j]:
+            for i in range(8 * j, 8 * j + 8):
+                at[count] = i
+                kind[count] = flags[i]
+                count += flags[i] != 0
+    return count
+
+
+@numba.njit(**_JIT)
+def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reached_count, out):
+    """At pixels `at` (flat, ascending), the mean smoothed depth (smooth_padded: 2 px
+    border) of the reached pixels at least `deep` rings in within `deep` pixels each way
+    (cut by the border); where there are none, reached_sum / reached_count there
+    (float32 into out). As box filters of that size would, but only where asked: the
+    window's column sums run down the image one row at a time (in float64, where sums
+    of float32 depths are exact, so the order does not matter), and each pixel of `at`
+    adds its window's columns when its row comes."""
+    height, width = inward.shape
+    least = np.uint8(deep)
+    total, count = np.zeros(width, np.float64), np.zeros(width, np.int32)
+    flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
+    for y in range(min(deep, height)):
+        _add_interior_row(smooth_padded[y + 2], inward[y], reached[y], least, total, count)
+    j = 0
+    for y in range(height):
+        if j == at.size:
+            break
+        if y + deep < height:
+            _add_interior_row(smooth_padded[y + deep + 2], inward[y + deep], reached[y + deep], least, total, count)
+        if y - deep - 1 >= 0:
+            _take_interior_row(smooth_padded[y - deep + 1], inward[y - deep - 1], reached[y - deep - 1], least, total, count)
+        row_end = (y + 1) * width
+        while j < at.size and at[j] < row_end:
+            i = at[j]
+            x = i - y * width
+            window_sum, window_count = 0.0, 0
+            for c in range(max(x - deep, 0), min(x + deep + 1, width)):
+                window_sum += total[c]
+                window_count += count[c]
+            if window_count > 0:
+                out[j] = np.float32(window_sum) / np.float32(window_count)
+            else:
+                out[j] = flat_sum[i] / np.float32(flat_count[i])
+            j += 1
+
+
+@numba.njit(**_JIT)
+def _add_interior_row(depth_padded, level, on, least, total, count):
+    depth = depth_padded[2:]
+    for x in range(total.size):
+        take = (level[x] >= least) & on[x]
+        total[x] += np.float64(depth[x]) if take else 0.0
+        count[x] += np.int32(take)
+
+
+@numba.njit(**_JIT)
+def _take_interior_row(depth_padded, level, on, least, total, count):
+    depth = depth_padded[2:]
+    for x in range(total.size):
+        take = (level[x] >= least) & on[x]
+        total[x] -= np.float64(depth[x]) if take else 0.0
+        count[x] -= np.int32(take)
+
+
+@numba.njit(**_JIT)
+def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_count, out):
+    """At pixels `at` (flat), the depth of the surface just outside their mask: over the
+    outermost-ring pixels (inward 0) within as many pixels as the pixel is rings in (cut
+    by the border), the mean of those pixels' 8 neighbours' smoothed depth that belong
+    to another id (float32 into out; NaN for none). smooth_padded: 2 px border of NaN;
+    ids_padded: `rim` px border of 0 (mask_rings'). Scratch: ring_total (float32) and
+    ring_count (uint8), H x W, written at the ring's pixels only: their neighbours' sum
+    (float32, added in the order of _RING_STEPS) and number. The windows' sums are
+    float64, exact for float32 depths, so they equal any other order's."""
+    _ring_neighbours(smooth_padded, ids_padded, rim, inward, ring_total, ring_count)
+    height, width = inward.shape
+    zero = np.uint8(0)
+    for j in range(at.size):
+        i = at[j]
+        y = i // width
+        x = i - y * width
+        r = np.int64(inward[y, x])
+        total, count = 0.0, 0
+        for v in range(max(y - r, 0), min(y + r + 1, height)):
+            values, weights, level = ring_total[v], ring_count[v], inward[v]
+            for u in range(max(x - r, 0), min(x + r + 1, width)):
+                ring = level[u] == zero
+                total += np.float64(values[u]) if ring else 0.0
+                count += np.int64(weights[u]) if ring else 0
+        out[j] = np.float32(total / np.float64(count))
+
+
+@numba.njit(**_JIT)
+def _ring_neighbours(smooth_padded, ids_padded, rim, inward, ring_total, ring_count):
+    height, width = inward.shape
+    for y in range(height):
+        level = inward[y]
+        for x in range(width):
+            if level[x] == 0:
+                own = ids_padded[y + rim, x + rim]
+                total, count = np.float32(0), np.uint8(0)
+                for dy, dx in _RING_STEPS:
+                    z = smooth_padded[y + 2 + dy, x + 2 + dx]
+                    ok = (ids_padded[y + rim + dy, x + rim + dx] != own) & (abs(z) < _INF)
+                    total += z if ok else np.float32(0)
+                    count += np.uint8(ok)
+                ring_total[y, x] = total
+                ring_count[y, x] = count
+
+
+_RING_STEPS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
