@@ -132,11 +132,15 @@ def test_trimmed_extremes_are_order_statistics_at_any_span():
             c = int(cut[seg])
             assert abs(low[seg, axis] - ordered[c]) <= 1e-4 and abs(high[seg, axis] - ordered[-1 - c]) <= 1e-4
     # a partial sort at the ranks needed gives the same keys there: the same result, bit for bit
-    by_partition = _quantiles(segs, xyz, counts, cut, select="partition")
-    assert np.array_equal(low, by_partition[0]) and np.array_equal(high, by_partition[1])
+    # and so does keeping each segment's few extreme keys in one pass
     fractional = np.minimum(0.013 * counts, np.maximum(counts - 1, 0) / 2)  # between neighbours
-    assert all(np.array_equal(a, b) for a, b in zip(_quantiles(segs, xyz, counts, fractional),
-                                                     _quantiles(segs, xyz, counts, fractional, select="partition")))
+    two = np.bincount(np.r_[segs, 6, 6], minlength=7)  # a segment of two points: cut 0.5, the mean of both
+    for select in ("partition", "extremes"):
+        for c, n in ((cut, counts), (fractional, counts), (np.minimum(1, np.maximum(two - 1, 0) / 2), two)):
+            s, v = (segs, xyz) if n is counts else (np.r_[segs, 6, 6], np.c_[xyz, [[1, 2]] * 3].astype(np.float32))
+            by_sort, other = _quantiles(s, v, n, c), _quantiles(s, v, n, c, select=select)
+            has = n > 0  # a segment without points has no box, whatever these say
+            assert np.array_equal(by_sort[0][has], other[0][has]) and np.array_equal(by_sort[1][has], other[1][has]), select
 
 
 def test_selection_timer_settles_on_one_way_and_changes_no_result():

@@ -51,13 +51,14 @@ import cv2
 import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
-from ovseg_ros.segments_3d_kernels import (depth_edge_cuts, interior_nearby, margin_candidates, mask_rings,
-                                            median_of_depth, outside_nearby)
+from ovseg_ros.segments_3d_kernels import (depth_edge_cuts, extreme_keys, interior_nearby, margin_candidates,
+                                            mask_rings, median_of_depth, outside_nearby)
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
 STATS_STRIDE = 3  # components are scored on every third pixel each way
 KINK_SIGMAS = 3 * np.sqrt(6) * 0.45  # 3 sigma of a second difference of 3x3 medians
+EXTREMES_UP_TO = 8  # box ends at most this many points in: found in one pass (_quantiles' "extremes")
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -228,7 +229,10 @@ class SegmentMeasurer:
         xyz = np.stack([ray_x.take(at) * z, ray_y.take(at) * z, self._averaged_depth(at, raw, reached)])
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
-        low, high = self._select(segs, xyz, counts, cut)
+        if cut.max() <= EXTREMES_UP_TO:  # the usual few points off each end: no sort
+            low, high = _quantiles(segs, xyz, counts, cut, select="extremes")
+        else:
+            low, high = self._select(segs, xyz, counts, cut)
         has = np.flatnonzero(counts > 0)
         center[has] = ((low + high) / 2)[has]
         size[has] = (high - low)[has]
@@ -469,13 +473,14 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     """Per segment and axis ([n, 3] each), the values with `cut[segment]` of the segment's
     values below (low) and above (high); linear between neighbours for a fractional cut.
 
-    From one sort per axis of all points at once, to `resolution` metres (coarser only
-    where n segments times the axis' span exceed 2^30 steps): each value becomes an
-    integer step count shifted by its segment index times more than the axis' whole
-    span, so sorted keys keep segments apart and in order, and every segment's ranks
-    sit at known positions. select: "sort" (a full sort) or "partition" (np.partition at
-    just those positions): the same keys there, so the same result; which is faster
-    depends on the CPU (SelectionTimer)."""
+    To `resolution` metres (coarser only where n segments times the axis' span exceed
+    2^30 steps): each value becomes an integer step count, and the box ends are the
+    counts at known ranks within each segment. select: "sort" (one sort per axis of all
+    points at once, the counts shifted by the segment index times more than the axis'
+    whole span, so sorted keys keep segments apart and in order), "partition"
+    (np.partition at just those positions) or "extremes" (one compiled pass keeping each
+    segment's few smallest and largest counts: for small cuts; segments_3d_kernels.
+    extreme_keys). The same keys at those ranks each way, so the same result."""
     n = len(counts)
     start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
     positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
@@ -483,7 +488,13 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     below = np.clip(np.floor(positions).astype(np.int64), 0, last)
     above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
     fraction = positions - np.floor(positions)
-    ranks = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
+    if select == "extremes":  # [below, above] x n ranks: the low end's from the bottom, the high end's from the top
+        from_bottom = np.stack([below[0], above[0]]) - start
+        from_top = start + counts - 1 - np.stack([below[1], above[1]])
+        depth = int(max(from_bottom[:, counts > 0].max(initial=0), from_top[:, counts > 0].max(initial=0))) + 1
+        from_bottom, from_top = np.clip(from_bottom, 0, depth - 1), np.clip(from_top, 0, depth - 1)  # no points: any
+        rows = np.arange(n)
+    ranks_needed = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
     segment = segs.astype(np.int32)
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels
@@ -491,15 +502,20 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
         origin = float(values.min())
         span = float(values.max()) - origin
         step = max(resolution, span * n / 2**30)
-        spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
-        keys = segment * np.int32(spacing)
-        keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
-        if ranks is None:
-            keys.sort()
+        if select == "extremes":
+            lowest, highest = np.full((n, depth), np.iinfo(np.int32).max, np.int32), np.full((n, depth), -1, np.int32)
+            extreme_keys(segment, values, np.float32(origin), np.float32(1 / step), lowest, highest)
+            low, high = (np.stack([lowest[rows, from_bottom[k]], highest[rows, from_top[k]]]).astype(np.int64) for k in (0, 1))
         else:
-            keys.partition(ranks)
-        shift = np.arange(n) * spacing
-        low, high = keys[below] - shift, keys[above] - shift
+            spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
+            keys = segment * np.int32(spacing)
+            keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
+            if ranks_needed is None:
+                keys.sort()
+            else:
+                keys.partition(ranks_needed)
+            shift = np.arange(n) * spacing
+            low, high = keys[below] - shift, keys[above] - shift
         out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step + origin
     return out[0], out[1]
 

@@ -359,12 +359,11 @@ def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_
         x = i - y * width
         r = np.int64(inward[y, x])
         total, count = 0.0, 0
-        for v in range(max(y - r, 0), min(y + r + 1, height)):
-            values, weights, level = ring_total[v], ring_count[v], inward[v]
+        for v in range(max(y - r, 0), min(y + r + 1, height)):  # 2D indexing: a row view per row would cost more
             for u in range(max(x - r, 0), min(x + r + 1, width)):
-                ring = level[u] == zero
-                total += np.float64(values[u]) if ring else 0.0
-                count += np.int64(weights[u]) if ring else 0
+                ring = inward[v, u] == zero
+                total += np.float64(ring_total[v, u]) if ring else 0.0
+                count += np.int64(ring_count[v, u]) if ring else 0
         out[j] = np.float32(total / np.float64(count))
 
 
@@ -372,9 +371,8 @@ def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_
 def _ring_neighbours(smooth_padded, ids_padded, rim, inward, ring_total, ring_count):
     height, width = inward.shape
     for y in range(height):
-        level = inward[y]
         for x in range(width):
-            if level[x] == 0:
+            if inward[y, x] == 0:
                 own = ids_padded[y + rim, x + rim]
                 total, count = np.float32(0), np.uint8(0)
                 for dy, dx in _RING_STEPS:
@@ -387,3 +385,29 @@ def _ring_neighbours(smooth_padded, ids_padded, rim, inward, ring_total, ring_co
 
 
 _RING_STEPS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+@numba.njit(**_JIT)
+def extreme_keys(segment, values, origin, inverse_step, lowest, highest):
+    """Per segment the len(lowest[0]) smallest and largest keys (ascending and
+    descending, int32) of its values, a key being int32((value - origin) * inverse_step)
+    in float32 as numpy computes it (segments_3d._quantiles). lowest and highest
+    ([segments, depth]) start at the int32 maximum and -1. One pass: a value enters a
+    row only when it beats the row's last."""
+    origin, inverse_step = np.float32(origin), np.float32(inverse_step)
+    last = lowest.shape[1] - 1
+    for i in range(values.size):
+        key = np.int32((values[i] - origin) * inverse_step)
+        s = segment[i]
+        if key < lowest[s, last]:
+            k = last
+            while k > 0 and lowest[s, k - 1] > key:
+                lowest[s, k] = lowest[s, k - 1]
+                k -= 1
+            lowest[s, k] = key
+        if key > highest[s, last]:
+            k = last
+            while k > 0 and highest[s, k - 1] < key:
+                highest[s, k] = highest[s, k - 1]
+                k -= 1
+            highest[s, k] = key
