@@ -51,8 +51,9 @@ import cv2
 import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
-from ovseg_ros.segments_3d_kernels import (depth_edge_cuts, extreme_keys, interior_nearby, margin_candidates,
-                                            mask_rings, median_of_depth, outside_nearby)
+from ovseg_ros.segments_3d_kernels import (component_stats, depth_edge_cuts, extreme_keys, interior_nearby,
+                                            margin_candidates, mask_rings, median_of_depth, outside_nearby,
+                                            reach_outwards, surface_depth_range)
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
@@ -106,6 +107,8 @@ class _Scratch:
         self.window_sum = np.empty(shape, np.float32)
         self.outside_count = np.empty(shape, np.uint8)
         self._rings: tuple | None = None  # mask_rings' scratch, by radius
+        self.on8, self.reached_padded = np.empty(shape, np.uint8), np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
+        self.row_buffers = np.empty((2, shape[1]), np.uint8)
         self.seeds_padded = np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
         words = -(-shape[0] * shape[1] // 8)  # margin_candidates reads its flags 8 bytes at a time
         self.margin_flags = np.empty(8 * words, np.uint8)
@@ -199,7 +202,7 @@ class SegmentMeasurer:
         smooth = self._smooth_and_cut(raw, focal)  # scratch.cut: also every pixel without valid depth
         comp, count = self._components(ids, inward)
         stats = self._component_stats(comp, count, ids, inward, raw, deep)
-        accepted, low, high = self._segment_surfaces(stats, n, focal)
+        accepted, low, high = self._segment_surfaces(stats, n, focal, comp, ids, inward, raw)
         reached = self._reach(comp, accepted, inward, deep)
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
         # reached 3x3 neighbours, and their number
@@ -272,33 +275,22 @@ class SegmentMeasurer:
     def _component_stats(self, comp, size, ids, inward, raw, deep):
         """Per component, from every STATS_STRIDE-th pixel each way: its segment, interior
         score (squared distance from the mask's edge), samples beyond the margin or on a
-        ridge, deepest level, nearest and farthest depth; and the samples themselves."""
-        every = STATS_STRIDE
-        c = comp[::every, ::every].ravel()
-        sel = np.flatnonzero(c)
-        c = c[sel]
-        at = self._grid(comp.shape, every)[sel]
-        seg = ids.ravel().take(at).astype(np.int64)
-        level = inward.ravel().take(at)
-        ridge = self._scratch.ridge.ravel().take(at)
-        z = raw.ravel().take(at)
-        segment = np.zeros(size, np.int64)
-        segment[c] = seg
-        weight = level.astype(np.float32)
-        top = np.zeros(size, np.uint8)
-        np.maximum.at(top, c, level)
-        return {"segment": segment, "score": np.bincount(c, weights=weight * weight, minlength=size),
-                "deep": np.bincount(c, weights=(level >= deep) | ridge, minlength=size), "top": top,
-                "nearest": _reduce_at(np.fmin, c, z, size), "farthest": _reduce_at(np.fmax, c, z, size),
-                "c": c, "seg": seg, "level": level, "z": z}
+        ridge, deepest level, nearest and farthest depth. One compiled pass
+        (segments_3d_kernels.component_stats)."""
+        stats = {"segment": np.zeros(size, np.int64), "score": np.zeros(size), "deep": np.zeros(size),
+                 "top": np.zeros(size, np.uint8), "nearest": np.full(size, np.nan, np.float32),
+                 "farthest": np.full(size, np.nan, np.float32)}
+        component_stats(comp, ids, inward, self._scratch.ridge, raw, STATS_STRIDE, deep, *stats.values())
+        return stats
 
-    def _segment_surfaces(self, stats, n, focal):
+    def _segment_surfaces(self, stats, n, focal, comp, ids, inward, raw):
         """Step 3: which components are their segment's surface (bool per component)."""
         segment, score = stats["segment"], stats["score"]
         candidates = np.flatnonzero((score > 0) & (segment >= 1) & (segment <= n))
         accepted = np.zeros(len(segment), bool)
+        low, high = np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
         if candidates.size == 0:
-            return accepted, np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
+            return accepted, low, high
         order = candidates[np.lexsort((score[candidates], segment[candidates]))]
         owner = segment[order]
         last = np.r_[owner[1:] != owner[:-1], True]
@@ -306,9 +298,7 @@ class SegmentMeasurer:
         main[owner[last]] = order[last]
         accepted[order[last]] = True
         # the main surface's depth range: its samples at the deepest level it reaches
-        c, seg, level, z = stats["c"], stats["seg"], stats["level"], stats["z"]
-        inside = (main[np.minimum(seg, n)] == c) & (level >= stats["top"][c])
-        low, high = _reduce_at(np.fmin, seg[inside], z[inside], n + 1), _reduce_at(np.fmax, seg[inside], z[inside], n + 1)
+        surface_depth_range(comp, ids, inward, raw, STATS_STRIDE, main, stats["top"], low, high)
         # further pieces of the same surface: beyond the margin or a thin part's ridge,
         # within its depth range (an object that a pole in front of it splits in two, a
         # pole on a crate that noise cuts off)
@@ -324,20 +314,12 @@ class SegmentMeasurer:
         interior or from the ridge of a thin part (where the distance from the mask's
         edge peaks), one ring outwards at a time: a step along a ring is not taken, so a
         strip of floor that a wide mask takes in along an object's side, connected to it
-        only at the object's foot, is not reached from there. Bool image."""
+        only at the object's foot, is not reached from there. Bool image. Compiled
+        (segments_3d_kernels.reach_outwards)."""
         scratch = self._scratch
-        on = accepted.take(comp, out=scratch.on)
-        reached = np.greater_equal(inward, deep, out=scratch.reached)
-        reached |= scratch.ridge
-        reached &= on
-        seeds, grown, ring = reached.view(np.uint8), scratch.peak, scratch.same
-        for level in range(deep - 1, -1, -1):  # outwards ring by ring (rings, not pixels or segments)
-            np.equal(inward, level, out=ring)
-            ring &= on
-            cv2.dilate(seeds, _CROSS, dst=grown)  # 4-connected, as the surfaces: each step is one the depth allows
-            grown &= ring.view(np.uint8)
-            reached |= grown.view(bool)
-        return reached
+        reach_outwards(comp, accepted, inward, scratch.ridge, deep, scratch.on8, scratch.reached_padded, scratch.row_buffers,
+                       scratch.reached)
+        return scratch.reached
 
     def _kept_margin(self, ids, inward, raw, smooth, reached, low, high, n, deep, focal):
         """Step 4b: the margin pixels kept (flat indices, segment ids).

@@ -103,12 +103,22 @@ def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step
     t(q) = fma(s, slope_per_px, fma(sigma, step_sigmas, 2 quantum)) and kink
     k(q) = fma(s, per_px, fma(sigma, kink_sigmas, 4 quantum)), the second difference
     centred on the neighbour."""
+    cut8 = cut.view(np.uint8)  # bools as bytes: the loops vectorise
+    _own_tolerances(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas, outlier_sigmas,
+                    quantum, step_padded, kink_padded, cut8)
+    _edges(smooth_padded, step_padded, kink_padded, cut8)
+
+
+@numba.njit(**_JIT)
+def _own_tolerances(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas, outlier_sigmas,
+                    quantum, step_padded, kink_padded, cut):
+    """The pixel's own: tolerances, no depth, an outlier."""
     height, width = raw.shape
     slope = np.float32(slope_per_px)
     inv = np.float32(per_px)
     step_s, kink_s, out_s = np.float32(step_sigmas), np.float32(kink_sigmas), np.float32(outlier_sigmas)
     two_q, four_q = np.float32(2 * quantum), np.float32(4 * quantum)
-    for y in range(height):  # the pixel's own: tolerances, no depth, an outlier
+    for y in range(height):
         p = y + 2
         s, sig, t, k, row, out = smooth_padded[p], sigma_padded[p], step_padded[p], kink_padded[p], raw[y], cut[y]
         for x in range(width):
@@ -116,7 +126,13 @@ def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step
             t[i] = _fma32(s[i], slope, sig[i], step_s, two_q)
             k[i] = _fma32(s[i], inv, sig[i], kink_s, four_q)
             v = row[x]
-            out[x] = (((v > 0) & (v < _INF)) ^ True) | (abs(v - s[i]) > _fma32(s[i], slope, sig[i], out_s, two_q))
+            out[x] = np.uint8((((v > 0) & (v < _INF)) ^ True) | (abs(v - s[i]) > _fma32(s[i], slope, sig[i], out_s, two_q)))
+
+
+@numba.njit(**_JIT)
+def _edges(smooth_padded, step_padded, kink_padded, cut):
+    """Behind a depth edge towards a 4-neighbour, unless the step repeats the one beyond it."""
+    height, width = cut.shape
     for y in range(height):
         p = y + 2
         up2, up, here, down, down2 = (smooth_padded[p - 2], smooth_padded[p - 1], smooth_padded[p],
@@ -126,14 +142,12 @@ def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step
         out = cut[y]
         for x in range(width):
             i = x + 2
-            s = here[i]
-            edge = ((down[i] - s) < -t_down[i]) & ((abs((down2[i] - down[i]) - (down[i] - s)) <= k_down[i]) ^ True)
-            edge |= ((here[i + 1] - s) < -t_here[i + 1]) & ((abs((here[i + 2] - here[i + 1]) - (here[i + 1] - s)) <= k_here[i + 1]) ^ True)
-            edge |= ((up[i] - s) < -t_up[i]) & ((abs((up2[i] - up[i]) - (up[i] - s)) <= k_up[i]) ^ True)
-            edge |= ((here[i - 1] - s) < -t_here[i - 1]) & ((abs((here[i - 2] - here[i - 1]) - (here[i - 1] - s)) <= k_here[i - 1]) ^ True)
-            out[x] |= edge
-
-
+            z = here[i]
+            edge = ((down[i] - z) < -t_down[i]) & ((abs((down2[i] - down[i]) - (down[i] - z)) <= k_down[i]) ^ True)
+            edge |= ((here[i + 1] - z) < -t_here[i + 1]) & ((abs((here[i + 2] - here[i + 1]) - (here[i + 1] - z)) <= k_here[i + 1]) ^ True)
+            edge |= ((up[i] - z) < -t_up[i]) & ((abs((up2[i] - up[i]) - (up[i] - z)) <= k_up[i]) ^ True)
+            edge |= ((here[i - 1] - z) < -t_here[i - 1]) & ((abs((here[i - 2] - here[i - 1]) - (here[i - 1] - z)) <= k_here[i - 1]) ^ True)
+            out[x] |= np.uint8(edge)
 
 
 @numba.njit(**_JIT)
@@ -234,7 +248,7 @@ def margin_candidates(ids, inward, reached, cut, sparse, deep, last_id, seeds_pa
     how many. Scratch: seeds_padded H+2 x W+2 (uint8), flags H W rounded up to a
     multiple of 8 (uint8)."""
     _reached_rings(inward, reached, seeds_padded)
-    _margin_flags(ids, inward, reached, cut, sparse, np.uint8(deep), last_id, seeds_padded, flags)
+    _margin_flags(ids, inward, reached.view(np.uint8), cut.view(np.uint8), sparse, np.uint8(deep), last_id, seeds_padded, flags)
     return _nonzero(flags, at, kind)
 
 
@@ -262,11 +276,11 @@ def _margin_flags(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded
             peak = max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
                        max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
             v = level[x]
-            open_ = (off[x] | on[x]) ^ True
-            joined = (peak > v) & open_
-            alone = (v == zero) & (few[x] != zero) & open_
-            margin = (v < deep) & (label[x] != 0) & (label[x] <= last_id)
-            out[x] = (np.uint8(on[x]) | (np.uint8(joined) << np.uint8(1)) | (np.uint8(alone) << np.uint8(2))) * np.uint8(margin)
+            open_ = (off[x] | on[x]) ^ np.uint8(1)  # bools as bytes (0, 1)
+            joined = np.uint8(peak > v) & open_
+            alone = np.uint8(v == zero) & np.uint8(few[x] != zero) & open_
+            margin = np.uint8(v < deep) & np.uint8(label[x] != 0) & np.uint8(label[x] <= last_id)
+            out[x] = (on[x] | (joined << np.uint8(1)) | (alone << np.uint8(2))) * margin
     flags[height * width:] = 0
 
 
@@ -297,6 +311,7 @@ def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reach
     least = np.uint8(deep)
     total, count = np.zeros(width, np.float64), np.zeros(width, np.int32)
     flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
+    reached = reached.view(np.uint8)  # bools as bytes: the row loops vectorise
     for y in range(min(deep, height)):
         _add_interior_row(smooth_padded[y + 2], inward[y], reached[y], least, total, count)
     j = 0
@@ -326,7 +341,7 @@ def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reach
 def _add_interior_row(depth_padded, level, on, least, total, count):
     depth = depth_padded[2:]
     for x in range(total.size):
-        take = (level[x] >= least) & on[x]
+        take = np.uint8(level[x] >= least) & on[x]
         total[x] += np.float64(depth[x]) if take else 0.0
         count[x] += np.int32(take)
 
@@ -335,7 +350,7 @@ def _add_interior_row(depth_padded, level, on, least, total, count):
 def _take_interior_row(depth_padded, level, on, least, total, count):
     depth = depth_padded[2:]
     for x in range(total.size):
-        take = (level[x] >= least) & on[x]
+        take = np.uint8(level[x] >= least) & on[x]
         total[x] -= np.float64(depth[x]) if take else 0.0
         count[x] -= np.int32(take)
 
@@ -411,3 +426,107 @@ def extreme_keys(segment, values, origin, inverse_step, lowest, highest):
                 highest[s, k] = highest[s, k - 1]
                 k -= 1
             highest[s, k] = key
+
+
+@numba.njit(**_JIT)
+def component_stats(comp, ids, inward, ridge, raw, stride, deep, segment, score, beyond, top, nearest, farthest):
+    """Per component (segments_3d.SegmentMeasurer._component_stats), from every
+    stride-th pixel each way, in image order: its id (segment), the sum of its samples'
+    squared ring numbers (score, float64 of float32 squares, as np.bincount adds them),
+    its samples at least `deep` rings in or on a ridge (beyond), its deepest ring (top),
+    its nearest and farthest raw depth (NaN before any). 2D indexing throughout: a row
+    view per sample would cost more than the sample."""
+    height, width = comp.shape
+    least = np.uint8(deep)
+    for y in range(0, height, stride):
+        for x in range(0, width, stride):
+            c = comp[y, x]
+            if c == 0:
+                continue
+            level = inward[y, x]
+            z = raw[y, x]
+            segment[c] = ids[y, x]
+            weight = np.float32(level)
+            score[c] += np.float64(weight * weight)
+            beyond[c] += 1.0 if (level >= least) | ridge[y, x] else 0.0
+            top[c] = max(top[c], level)
+            if not z >= nearest[c]:
+                nearest[c] = z
+            if not z <= farthest[c]:
+                farthest[c] = z
+
+
+@numba.njit(**_JIT)
+def surface_depth_range(comp, ids, inward, raw, stride, main, top, low, high):
+    """Per segment s, the nearest and farthest raw depth (NaN for none) of the samples
+    (every stride-th pixel each way) of its main surface, component main[s], at that
+    component's deepest ring (top)."""
+    height, width = comp.shape
+    last = main.size - 1
+    for y in range(0, height, stride):
+        for x in range(0, width, stride):
+            c = comp[y, x]
+            if c == 0:
+                continue
+            s = ids[y, x]
+            if main[min(s, last)] != c or inward[y, x] < top[c]:
+                continue
+            z = raw[y, x]
+            if not z >= low[s]:
+                low[s] = z
+            if not z <= high[s]:
+                high[s] = z
+
+
+@numba.njit(**_JIT)
+def reach_outwards(comp, accepted, inward, ridge, deep, on, reached_padded, row_buffers, reached):
+    """Step 4a (segments_3d.SegmentMeasurer._reach) into reached (bool): the pixels of
+    accepted components (on, uint8) at least `deep` rings in or on a ridge, then ring by
+    ring outwards those with a reached 4-neighbour one ring further in or on the ring
+    before it was grown (never along a ring: each ring grows from the state before it).
+    Scratch: reached_padded H+2 x W+2 (uint8, 0 border), row_buffers 2 x W (uint8)."""
+    height, width = comp.shape
+    least = np.uint8(deep)
+    accepted8, ridge8, reached8 = accepted.view(np.uint8), ridge.view(np.uint8), reached.view(np.uint8)  # bools as bytes vectorise
+    reached_padded[0] = 0
+    reached_padded[height + 1] = 0
+    for y in range(height):
+        _seed_row(comp[y], accepted8, inward[y], ridge8[y], least, on[y], reached_padded[y + 1])
+    for level in range(deep - 1, -1, -1):  # rings, not pixels
+        ring = np.uint8(level)
+        for y in range(height + 1):
+            if y < height:
+                _grow_row(reached_padded[y], reached_padded[y + 1], reached_padded[y + 2], inward[y], on[y], ring,
+                          row_buffers[y % 2])
+            if y > 0:  # the row above is no longer read: write it back
+                _copy_row(row_buffers[(y - 1) % 2], reached_padded[y])
+    for y in range(height):
+        _unpad_row(reached_padded[y + 1], reached8[y])
+
+
+@numba.njit(**_JIT)
+def _seed_row(comp, accepted, level, ridge, least, on, out):
+    for x in range(comp.size):  # a gather: its own loop, so that the next one vectorises
+        on[x] = accepted[np.uintp(comp[x])]
+    out[0], out[out.size - 1] = 0, 0
+    for x in range(comp.size):
+        out[x + 1] = on[x] & (np.uint8(level[x] >= least) | ridge[x])
+
+
+@numba.njit(**_JIT)
+def _grow_row(up, here, down, level, on, ring, out):
+    for x in range(level.size):
+        near = up[x + 1] | down[x + 1] | here[x] | here[x + 2]
+        out[x] = here[x + 1] | (near & on[x] & np.uint8(level[x] == ring))
+
+
+@numba.njit(**_JIT)
+def _copy_row(source, padded):
+    for x in range(source.size):
+        padded[x + 1] = source[x]
+
+
+@numba.njit(**_JIT)
+def _unpad_row(padded, out):
+    for x in range(out.size):
+        out[x] = padded[x + 1]
