@@ -11,7 +11,8 @@ import pytest
 
 from ovseg_ros.depth import DepthNoise
 from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS
-from ovseg_ros.segments_3d_kernels import depth_edge_cuts, mask_rings, median_of_depth
+from ovseg_ros.segments_3d_kernels import (depth_edge_cuts, interior_nearby, margin_candidates, mask_rings, median_of_depth,
+                                         outside_nearby)
 
 
 def depth_image(height, width, seed):
@@ -117,3 +118,114 @@ def test_mask_rings_equal_repeated_erosion(radius):
                    np.empty((height + 2 * radius, width), np.uint8), np.empty((height + 2, width + 2), np.uint8), inward, ridge)
         assert np.array_equal(inward, want), f"seed {seed}: {(inward != want).sum()} pixels differ"
         assert np.array_equal(ridge, (want == peak) & (want > 0)), f"seed {seed}"
+
+
+@pytest.fixture(scope="module", params=[(3, "wide2"), (7, "blocky"), (11, "bleed_behind")])
+def measured(request):
+    """A measurer's buffers after one frame of a ray-cast scene (tests/depth_scenes.py) with
+    a wrong mask: what the later loops read."""
+    from depth_scenes import K, degrade, random_scene, segmenter_masks
+
+    from ovseg_ros.segments_3d import SegmentMeasurer
+
+    seed, mode = request.param
+    scene = random_scene(seed)
+    depth = degrade(scene, np.random.default_rng(seed))
+    ids = segmenter_masks(scene, mode).astype(np.uint16)
+    measurer = SegmentMeasurer()
+    n = scene.num_objects + 2
+    measurer(ids, depth, K, n)
+    return measurer, ids, depth, n
+
+
+def test_margin_candidates_equal_their_opencv_definition(measured):
+    measurer, ids, depth, n = measured
+    s, deep = measurer._scratch, measurer.mask_margin + 1
+    inward, reached8 = s.inward, s.reached.view(np.uint8)
+    open_ = (~s.cut & ~s.reached).view(np.uint8)
+    grown = cv2.dilate(cv2.multiply(inward, reached8), np.ones((3, 3), np.uint8))
+    joined = cv2.bitwise_and(cv2.compare(grown, inward, cv2.CMP_GT), open_)
+    margin = cv2.bitwise_and(cv2.compare(inward, deep, cv2.CMP_LT), cv2.compare(ids, 0, cv2.CMP_NE))
+    alone = cv2.bitwise_and(cv2.bitwise_and(cv2.compare(inward, 0, cv2.CMP_EQ), s.sparse), open_)
+    want = np.flatnonzero(cv2.bitwise_and(reached8 | joined | alone, margin))
+    want = want[ids.ravel()[want] <= n - 1]
+    count = margin_candidates(ids, inward, s.reached, s.cut, s.sparse, deep, n - 1, s.seeds_padded, s.margin_flags,
+                              s.margin_at, s.margin_kind)
+    at, kind = s.margin_at[:count], s.margin_kind[:count]
+    assert np.array_equal(at, want) and want.size > 1000
+    for bit, image in ((1, reached8), (2, joined), (4, alone)):
+        assert np.array_equal((kind & bit) != 0, image.ravel()[at] != 0)
+
+
+def test_nearby_depths_equal_box_filters_and_integral_images(measured):
+    """interior_nearby against box filters of the whole image, outside_nearby against
+    integral images of the ring's neighbour sums (the OpenCV forms they replace)."""
+    measurer, ids, depth, n = measured
+    s, deep = measurer._scratch, measurer.mask_margin + 1
+    at = np.flatnonzero(s.inward.ravel() < deep)
+    interior = (s.inward >= deep) & s.reached
+    window = (2 * deep + 1, 2 * deep + 1)
+    values = np.where(interior, s.smooth, 0).astype(np.float32)
+    total = cv2.boxFilter(values, -1, window, normalize=False, borderType=cv2.BORDER_CONSTANT).ravel()[at]
+    count = cv2.boxFilter(interior.view(np.uint8), cv2.CV_16U, window, normalize=False,
+                          borderType=cv2.BORDER_CONSTANT).ravel()[at]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fallback = s.reached_sum.ravel()[at] / s.reached_count.ravel()[at]
+        want = np.where(count > 0, total / count, fallback).astype(np.float32)
+    got = np.empty(at.size, np.float32)
+    interior_nearby(s.smooth_padded, s.inward, s.reached, deep, at, s.reached_sum, s.reached_count, got)
+    assert np.array_equal(got, want, equal_nan=True) and np.isfinite(want).mean() > 0.5
+
+    height, width = ids.shape
+    padded_ids = np.pad(ids, 1)
+    padded_smooth = s.smooth_padded[1:-1, 1:-1]
+    ring = s.inward == 0
+    ring_total, ring_count = np.zeros(ids.shape, np.float32), np.zeros(ids.shape, np.uint8)
+    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+        zo = padded_smooth[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+        ok = (padded_ids[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] != ids) & np.isfinite(zo) & ring
+        ring_total += np.where(ok, zo, 0)
+        ring_count += ok
+    sums = cv2.integral(ring_total, sdepth=cv2.CV_64F), cv2.integral(ring_count, sdepth=cv2.CV_32S)
+    v, u = np.divmod(at, width)
+    r = s.inward.ravel()[at].astype(np.int64)
+    top, bottom = np.clip(v - r, 0, height), np.clip(v + r + 1, 0, height)
+    left, right = np.clip(u - r, 0, width), np.clip(u + r + 1, 0, width)
+    total, count = ((a[bottom, right] - a[top, right] - a[bottom, left] + a[top, left]) for a in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = (total / count).astype(np.float32)
+    rim = (s._rings[0].shape[0] - height) // 2
+    outside_nearby(s.smooth_padded, s._rings[0], rim, s.inward, at, s.step, s.outside_count, got)
+    assert np.array_equal(got, want, equal_nan=True) and np.isfinite(want).mean() > 0.5
+
+
+def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
+    measurer, ids, depth, n = measured
+    s, deep = measurer._scratch, measurer.mask_margin + 1
+    comp = s.comp
+    size = int(comp.max()) + 1
+    stats = measurer._component_stats(comp, size, ids, s.inward, depth, deep)
+    grid = np.arange(comp.size).reshape(comp.shape)[::3, ::3].ravel()
+    at = grid[comp.ravel()[grid] != 0]
+    c, level, z = comp.ravel()[at], s.inward.ravel()[at], depth.ravel()[at]
+    weight = level.astype(np.float32)
+    assert np.array_equal(stats["score"], np.bincount(c, weights=weight * weight, minlength=size))
+    assert np.array_equal(stats["deep"], np.bincount(c, weights=(level >= deep) | s.ridge.ravel()[at], minlength=size))
+    top, nearest, farthest = np.zeros(size, np.uint8), np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32)
+    np.maximum.at(top, c, level)
+    np.fmin.at(nearest, c, z)
+    np.fmax.at(farthest, c, z)
+    assert np.array_equal(stats["top"], top)
+    assert np.array_equal(stats["nearest"], nearest, equal_nan=True) and np.array_equal(stats["farthest"], farthest, equal_nan=True)
+    segment = np.zeros(size, np.int64)
+    segment[c] = ids.ravel()[at]
+    assert np.array_equal(stats["segment"], segment)
+
+    accepted, _, _ = measurer._segment_surfaces(stats, n - 1, 525.0, comp, ids, s.inward, depth)
+    on = accepted[comp]
+    want = ((s.inward >= deep) | s.ridge) & on
+    for level in range(deep - 1, -1, -1):
+        grown = cv2.dilate(want.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+        want |= grown.view(bool) & (s.inward == level) & on
+    got = measurer._reach(comp, accepted, s.inward, deep)
+    assert np.array_equal(got, want) and want.sum() > 1000 and (want & (s.inward < deep)).any()
