@@ -11,8 +11,11 @@ import pytest
 
 from ovseg_ros.depth import DepthNoise
 from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS
-from ovseg_ros.segments_3d_kernels import (depth_edge_cuts, interior_nearby, margin_candidates, mask_rings, median_of_depth,
-                                         outside_nearby)
+from ovseg_ros.depth import Intrinsics
+from ovseg_ros.segments_3d_kernels import (box_points, depth_edge_cuts, interior_nearby, margin_candidates, mask_rings,
+                                         median_of_depth, outside_nearby)
+
+K_FOR_RAYS = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5)
 
 
 def depth_image(height, width, seed):
@@ -221,7 +224,7 @@ def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
     segment[c] = ids.ravel()[at]
     assert np.array_equal(stats["segment"], segment)
 
-    accepted, _, _ = measurer._segment_surfaces(stats, n - 1, 525.0, comp, ids, s.inward, depth)
+    accepted, _, _ = measurer._segment_surfaces(stats, n, 525.0, comp, ids, s.inward, depth)  # as the call did
     on = accepted[comp]
     want = ((s.inward >= deep) | s.ridge) & on
     for level in range(deep - 1, -1, -1):
@@ -229,3 +232,21 @@ def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
         want |= grown.view(bool) & (s.inward == level) & on
     got = measurer._reach(comp, accepted, s.inward, deep)
     assert np.array_equal(got, want) and want.sum() > 1000 and (want & (s.inward < deep)).any()
+
+
+def test_reached_sums_and_box_points_equal_box_filters(measured):
+    measurer, ids, depth, n = measured
+    s = measurer._scratch
+    reached8 = s.reached.view(np.uint8)
+    want_sum = cv2.boxFilter(np.where(s.reached, depth, 0).astype(np.float32), -1, (3, 3), normalize=False,
+                             borderType=cv2.BORDER_CONSTANT)
+    want_count = cv2.boxFilter(reached8, cv2.CV_16U, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    assert np.array_equal(s.reached_sum, want_sum) and np.array_equal(s.reached_count, want_count)
+    at = np.flatnonzero(s.reached.ravel() | (s.reached_count.ravel() > 0))
+    ray_x, ray_y = measurer._rays(K_FOR_RAYS, depth.shape)
+    xyz = np.empty((3, at.size), np.float32)
+    box_points(at, depth, ray_x, ray_y, s.reached, s.reached_sum, s.reached_count, xyz)
+    z = depth.ravel()[at]
+    alone = ~s.reached.ravel()[at]
+    averaged = ((want_sum.ravel()[at] + np.where(alone, z, 0)) / (want_count.ravel()[at] + alone)).astype(np.float32)
+    assert np.array_equal(xyz, np.stack([ray_x[at] * z, ray_y[at] * z, averaged]), equal_nan=True)

@@ -51,9 +51,9 @@ import cv2
 import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
-from ovseg_ros.segments_3d_kernels import (component_stats, depth_edge_cuts, extreme_keys, interior_nearby,
+from ovseg_ros.segments_3d_kernels import (box_points, component_stats, depth_edge_cuts, extreme_keys, interior_nearby,
                                             margin_candidates, mask_rings, median_of_depth, outside_nearby,
-                                            reach_outwards, surface_depth_range)
+                                            reach_outwards, reached_sums, surface_depth_range)
 
 MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
@@ -108,6 +108,7 @@ class _Scratch:
         self.outside_count = np.empty(shape, np.uint8)
         self._rings: tuple | None = None  # mask_rings' scratch, by radius
         self.on8, self.reached_padded = np.empty(shape, np.uint8), np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
+        self.depth_padded = np.empty((shape[0] + 2, shape[1] + 2), np.float32)
         self.row_buffers = np.empty((2, shape[1]), np.uint8)
         self.seeds_padded = np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
         words = -(-shape[0] * shape[1] // 8)  # margin_candidates reads its flags 8 bytes at a time
@@ -206,12 +207,7 @@ class SegmentMeasurer:
         reached = self._reach(comp, accepted, inward, deep)
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
         # reached 3x3 neighbours, and their number
-        kept = scratch.kept
-        kept.fill(0)
-        cv2.copyTo(raw, reached.view(np.uint8), kept)
-        cv2.boxFilter(kept, -1, (3, 3), dst=scratch.reached_sum, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        cv2.boxFilter(reached.view(np.uint8), cv2.CV_16U, (3, 3), dst=scratch.reached_count, normalize=False,
-                      borderType=cv2.BORDER_CONSTANT)
+        reached_sums(raw, scratch.reached_padded, scratch.depth_padded, scratch.reached_sum, scratch.reached_count)
         edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, reached, low, high, n, deep, focal)
         # the interior: every stride-th pixel each way
         stride = self.stride
@@ -228,8 +224,8 @@ class SegmentMeasurer:
         if at.size == 0:
             return SegmentGeometry(center, size, points)
         ray_x, ray_y = self._rays(intrinsics, raw.shape)
-        z = raw.ravel().take(at)
-        xyz = np.stack([ray_x.take(at) * z, ray_y.take(at) * z, self._averaged_depth(at, raw, reached)])
+        xyz = np.empty((3, at.size), np.float32)
+        box_points(at, raw, ray_x, ray_y, reached, scratch.reached_sum, scratch.reached_count, xyz)
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
         if cut.max() <= EXTREMES_UP_TO:  # the usual few points off each end: no sort
@@ -398,16 +394,6 @@ class SegmentMeasurer:
         out = np.empty(at.size, np.float32)
         outside_nearby(scratch.smooth_padded, ids_padded, rim, inward, at, scratch.step, scratch.outside_count, out)
         return out
-
-    def _averaged_depth(self, at, raw, reached):
-        """Depth at each point averaged over its 3x3 neighbours that its surface reached
-        (and itself): the noise's spread, less about 3x, leaves the extent along the
-        optical axis. Reached pixels of two segments are never 3x3 neighbours."""
-        scratch = self._scratch
-        total, count = scratch.reached_sum.ravel().take(at), scratch.reached_count.ravel().take(at)
-        own = raw.ravel().take(at)
-        alone = ~reached.ravel().take(at)
-        return ((total + np.where(alone, own, 0)) / (count + alone)).astype(np.float32)
 
     def _rays(self, k: Intrinsics, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel (flat), x / z and y / z of its ray: back-projection is then a gather

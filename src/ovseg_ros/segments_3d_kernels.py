@@ -530,3 +530,55 @@ def _copy_row(source, padded):
 def _unpad_row(padded, out):
     for x in range(out.size):
         out[x] = padded[x + 1]
+
+
+@numba.njit(**_JIT)
+def box_points(at, raw, ray_x, ray_y, reached, reached_sum, reached_count, xyz):
+    """The points the box is measured on, into xyz (3 x len(at), float32): x and y on the
+    ray at the raw depth, z the depth averaged over the pixel's reached 3x3 neighbours
+    and itself where it is not reached (segments_3d.SegmentMeasurer._averaged_depth), in
+    float32 as numpy computes them."""
+    flat_raw, flat_reached = raw.ravel(), reached.ravel()
+    flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
+    for j in range(at.size):
+        i = at[j]
+        z = flat_raw[i]
+        xyz[0, j] = ray_x[i] * z
+        xyz[1, j] = ray_y[i] * z
+        alone = not flat_reached[i]
+        xyz[2, j] = (flat_sum[i] + (z if alone else np.float32(0))) / np.float32(flat_count[i] + np.uint16(alone))
+
+
+@numba.njit(**_JIT)
+def reached_sums(raw, reached_padded, depth_padded, reached_sum, reached_count):
+    """Per pixel, the raw depth summed over its reached 3x3 neighbours (itself included;
+    float32 of a float64 sum, exact for float32 depths, as OpenCV's box filter gives)
+    and their number (uint16). reached_padded: reach_outwards' (H+2 x W+2, 0 border);
+    depth_padded: H+2 x W+2 scratch (float32)."""
+    height, width = raw.shape
+    depth_padded[0] = 0
+    depth_padded[height + 1] = 0
+    for y in range(height):
+        _reached_depth_row(raw[y], reached_padded[y + 1], depth_padded[y + 1])
+    for y in range(height):
+        _window3_row(depth_padded[y], depth_padded[y + 1], depth_padded[y + 2], reached_padded[y], reached_padded[y + 1],
+                     reached_padded[y + 2], reached_sum[y], reached_count[y])
+
+
+@numba.njit(**_JIT)
+def _reached_depth_row(raw, on, out):
+    out[0], out[out.size - 1] = 0, 0
+    for x in range(raw.size):
+        out[x + 1] = raw[x] if on[x + 1] else np.float32(0)
+
+
+@numba.njit(**_JIT)
+def _window3_row(up, here, down, on_up, on_here, on_down, total, count):
+    for x in range(total.size):
+        t = (np.float64(up[x]) + np.float64(up[x + 1]) + np.float64(up[x + 2]) + np.float64(here[x])
+             + np.float64(here[x + 1]) + np.float64(here[x + 2]) + np.float64(down[x]) + np.float64(down[x + 1])
+             + np.float64(down[x + 2]))
+        total[x] = np.float32(t)
+        count[x] = (np.uint16(on_up[x]) + on_up[x + 1] + on_up[x + 2] + on_here[x] + on_here[x + 1] + on_here[x + 2]
+                    + on_down[x] + on_down[x + 1] + on_down[x + 2])
+
