@@ -175,9 +175,10 @@ def test_nearby_depths_equal_box_filters_and_integral_images(measured):
     with np.errstate(invalid="ignore", divide="ignore"):
         fallback = s.reached_sum.ravel()[at] / s.reached_count.ravel()[at]
         want = np.where(count > 0, total / count, fallback).astype(np.float32)
-    got = np.empty(at.size, np.float32)
-    interior_nearby(s.smooth_padded, s.inward, s.reached, deep, at, s.reached_sum, s.reached_count, got)
+    got, own = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
+    interior_nearby(s.smooth_padded, s.inward, s.reached, deep, at, s.reached_sum, s.reached_count, got, own)
     assert np.array_equal(got, want, equal_nan=True) and np.isfinite(want).mean() > 0.5
+    assert np.array_equal(own, s.smooth.ravel()[at], equal_nan=True)
 
     height, width = ids.shape
     padded_ids = np.pad(ids, 1)

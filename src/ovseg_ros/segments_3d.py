@@ -200,7 +200,7 @@ class SegmentMeasurer:
         ids = panoptic if panoptic.dtype == np.uint16 else np.clip(panoptic, 0, 65535).astype(np.uint16)
         deep = self.mask_margin + 1
         inward = scratch.inward_steps(ids, deep)  # and scratch.ridge: where the distance from the mask's edge peaks
-        smooth = self._smooth_and_cut(raw, focal)  # scratch.cut: also every pixel without valid depth
+        self._smooth_and_cut(raw, focal)  # scratch.smooth_padded; scratch.cut: also every pixel without valid depth
         comp, count = self._components(ids, inward)
         stats = self._component_stats(comp, count, ids, inward, raw, deep)
         accepted, low, high = self._segment_surfaces(stats, n, focal, comp, ids, inward, raw)
@@ -208,7 +208,7 @@ class SegmentMeasurer:
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
         # reached 3x3 neighbours, and their number
         reached_sums(raw, scratch.reached_padded, scratch.depth_padded, scratch.reached_sum, scratch.reached_count)
-        edge_at, edge_seg = self._kept_margin(ids, inward, raw, smooth, reached, low, high, n, deep, focal)
+        edge_at, edge_seg = self._kept_margin(ids, inward, raw, reached, low, high, n, deep, focal)
         # the interior: every stride-th pixel each way
         stride = self.stride
         pick = np.flatnonzero(reached[::stride, ::stride].ravel() & (inward[::stride, ::stride].ravel() >= deep))
@@ -317,7 +317,7 @@ class SegmentMeasurer:
                        scratch.reached)
         return scratch.reached
 
-    def _kept_margin(self, ids, inward, raw, smooth, reached, low, high, n, deep, focal):
+    def _kept_margin(self, ids, inward, raw, reached, low, high, n, deep, focal):
         """Step 4b: the margin pixels kept (flat indices, segment ids).
 
         Kept: those the surface reached; those cut from no surface that continue the
@@ -331,20 +331,17 @@ class SegmentMeasurer:
         count = margin_candidates(ids, inward, reached, scratch.cut, scratch.sparse, deep, n, scratch.seeds_padded,
                                   scratch.margin_flags, scratch.margin_at, scratch.margin_kind)
         at, kind = scratch.margin_at[:count], scratch.margin_kind[:count]
-        seg = ids.ravel().take(at)
-        z = raw.ravel().take(at)
+        flat_raw, flat_ids = raw.ravel(), ids.ravel()
         keep = (kind & 1) != 0
-        next_to = np.flatnonzero(kind & 2)
-        keep[next_to[self._continues(at[next_to], z[next_to], focal)]] = True
-        stay = keep | ((kind & 4) != 0)  # next to reached pixels, not continuing them: no candidates
-        at, seg, z, keep = at[stay], seg[stay], z[stay], keep[stay]
-        lonely = np.flatnonzero(~keep)
-        za = z[lonely]
-        keep[lonely[self._overlaps(za, za, low[seg[lonely]], high[seg[lonely]], focal)]] = True
-        at, seg = at[keep], seg[keep]
+        joined = np.flatnonzero((kind & 2) != 0)
+        keep[joined[self._continues(at[joined], flat_raw.take(at[joined]), focal)]] = True
+        lonely = np.flatnonzero(~keep & ((kind & 4) != 0))  # amid holes: within the surface's depth range
+        za, seg = flat_raw.take(at[lonely]), flat_ids.take(at[lonely])
+        keep[lonely[self._overlaps(za, za, low[seg], high[seg], focal)]] = True
+        at = at[keep]
+        seg = flat_ids.take(at)
         # which surface each is nearer: the interior's, or the one just outside the mask
-        ref_in = self._interior_nearby(at, smooth, inward, reached, deep)
-        zs = smooth.ravel().take(at)
+        ref_in, zs = self._interior_nearby(at, inward, reached, deep)
         with np.errstate(invalid="ignore"):
             separation = self.step_tolerance(ref_in, focal, MEDIAN_STEP_SIGMAS)
             doubtful = np.flatnonzero(~(np.abs(zs - ref_in) <= separation / 2))  # nearer the interior than half the separation: kept
@@ -365,16 +362,18 @@ class SegmentMeasurer:
         with np.errstate(invalid="ignore"):
             return np.abs(z - self._reached_mean(at)) <= self.step_tolerance(z, focal)
 
-    def _interior_nearby(self, at, smooth, inward, reached, deep):
+    def _interior_nearby(self, at, inward, reached, deep):
         """At margin pixels `at`, the depth of the segment's own interior nearby: the mean
         of its reached interior within `deep` pixels, or where there is none, of the
         reached pixels next to it. A pixel `deep` (1) inside its mask has no other
         segment within `deep` (1) pixels: each window sees one segment only. Compiled
-        (segments_3d_kernels.interior_nearby): window sums at these pixels only."""
+        (segments_3d_kernels.interior_nearby): window sums at these pixels only. Also the
+        pixels' own smoothed depth."""
         scratch = self._scratch
-        out = np.empty(at.size, np.float32)
-        interior_nearby(scratch.smooth_padded, inward, reached, deep, at, scratch.reached_sum, scratch.reached_count, out)
-        return out
+        nearby, own = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
+        interior_nearby(scratch.smooth_padded, inward, reached, deep, at, scratch.reached_sum, scratch.reached_count, nearby,
+                        own)
+        return nearby, own
 
     def _reached_mean(self, at):
         """At pixels `at`, the mean raw depth of their reached 3x3 neighbours (one segment's

@@ -299,11 +299,12 @@ def _nonzero(flags, at, kind):
 
 
 @numba.njit(**_JIT)
-def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reached_count, out):
+def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reached_count, out, own):
     """At pixels `at` (flat, ascending), the mean smoothed depth (smooth_padded: 2 px
     border) of the reached pixels at least `deep` rings in within `deep` pixels each way
     (cut by the border); where there are none, reached_sum / reached_count there
-    (float32 into out). As box filters of that size would, but only where asked: the
+    (float32 into out); into own the pixel's own smoothed depth. As box filters of that
+    size would, but only where asked: the
     window's column sums run down the image one row at a time (in float64, where sums
     of float32 depths are exact, so the order does not matter), and each pixel of `at`
     adds its window's columns when its row comes."""
@@ -326,6 +327,7 @@ def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reach
         while j < at.size and at[j] < row_end:
             i = at[j]
             x = i - y * width
+            own[j] = smooth_padded[y + 2, x + 2]
             window_sum, window_count = 0.0, 0
             for c in range(max(x - deep, 0), min(x + deep + 1, width)):
                 window_sum += total[c]
