@@ -5,17 +5,27 @@ sizes, so that replacing the OpenCV passes changed no box."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
+from depth_scenes import K as SCENE_K
+from depth_scenes import degrade, random_scene, segmenter_masks
 from ovseg_ros.depth import DepthNoise
-from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS
-from ovseg_ros.depth import Intrinsics
-from ovseg_ros.segments_3d_kernels import (box_points, depth_edge_cuts, interior_nearby, margin_candidates, mask_rings,
-                                         median_of_depth, outside_nearby)
-
-K_FOR_RAYS = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5)
+from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS, SegmentMeasurer
+from ovseg_ros.segments_3d_kernels import (
+    box_points,
+    depth_edge_cuts,
+    interior_nearby,
+    margin_candidates,
+    mask_rings,
+    median_of_depth,
+    outside_nearby,
+)
 
 
 def depth_image(height, width, seed):
@@ -127,22 +137,18 @@ def test_mask_rings_equal_repeated_erosion(radius):
 def measured(request):
     """A measurer's buffers after one frame of a ray-cast scene (tests/depth_scenes.py) with
     a wrong mask: what the later loops read."""
-    from depth_scenes import K, degrade, random_scene, segmenter_masks
-
-    from ovseg_ros.segments_3d import SegmentMeasurer
-
     seed, mode = request.param
     scene = random_scene(seed)
     depth = degrade(scene, np.random.default_rng(seed))
     ids = segmenter_masks(scene, mode).astype(np.uint16)
     measurer = SegmentMeasurer()
     n = scene.num_objects + 2
-    measurer(ids, depth, K, n)
+    measurer(ids, depth, SCENE_K, n)
     return measurer, ids, depth, n
 
 
 def test_margin_candidates_equal_their_opencv_definition(measured):
-    measurer, ids, depth, n = measured
+    measurer, ids, _, n = measured
     s, deep = measurer._scratch, measurer.mask_margin + 1
     inward, reached8 = s.inward, s.reached.view(np.uint8)
     open_ = (~s.cut & ~s.reached).view(np.uint8)
@@ -163,7 +169,7 @@ def test_margin_candidates_equal_their_opencv_definition(measured):
 def test_nearby_depths_equal_box_filters_and_integral_images(measured):
     """interior_nearby against box filters of the whole image, outside_nearby against
     integral images of the ring's neighbour sums (the OpenCV forms they replace)."""
-    measurer, ids, depth, n = measured
+    measurer, ids, _, _ = measured
     s, deep = measurer._scratch, measurer.mask_margin + 1
     at = np.flatnonzero(s.inward.ravel() < deep)
     interior = (s.inward >= deep) & s.reached
@@ -236,7 +242,7 @@ def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
 
 
 def test_reached_sums_and_box_points_equal_box_filters(measured):
-    measurer, ids, depth, n = measured
+    measurer, _, depth, _ = measured
     s = measurer._scratch
     reached8 = s.reached.view(np.uint8)
     want_sum = cv2.boxFilter(np.where(s.reached, depth, 0).astype(np.float32), -1, (3, 3), normalize=False,
@@ -244,10 +250,37 @@ def test_reached_sums_and_box_points_equal_box_filters(measured):
     want_count = cv2.boxFilter(reached8, cv2.CV_16U, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
     assert np.array_equal(s.reached_sum, want_sum) and np.array_equal(s.reached_count, want_count)
     at = np.flatnonzero(s.reached.ravel() | (s.reached_count.ravel() > 0))
-    ray_x, ray_y = measurer._rays(K_FOR_RAYS, depth.shape)
+    ray_x, ray_y = measurer._rays(SCENE_K, depth.shape)
     xyz = np.empty((3, at.size), np.float32)
     box_points(at, depth, ray_x, ray_y, s.reached, s.reached_sum, s.reached_count, xyz)
     z = depth.ravel()[at]
     alone = ~s.reached.ravel()[at]
     averaged = ((want_sum.ravel()[at] + np.where(alone, z, 0)) / (want_count.ravel()[at] + alone)).astype(np.float32)
     assert np.array_equal(xyz, np.stack([ray_x[at] * z, ray_y[at] * z, averaged]), equal_nan=True)
+
+
+def test_compile_3d_step_builds_every_loop_a_frame_uses():
+    """The node builds the loops at configure (compile_3d_step) so that its first depth
+    frame does not wait seconds for numba: after it, a real frame (another size, wide
+    masks, holes, flying pixels) adds no compiled signature. In a fresh process, so that
+    the other tests' calls do not build them first."""
+    script = """
+import numba, numpy as np
+from depth_scenes import K, degrade, random_scene, segmenter_masks
+import ovseg_ros.segments_3d_kernels as kernels
+from ovseg_ros.segments_3d import SegmentMeasurer, compile_3d_step
+loops = {name: f for name, f in vars(kernels).items() if isinstance(f, numba.core.registry.CPUDispatcher)}
+compile_3d_step()
+built = {name: len(f.signatures) for name, f in loops.items()}
+scene = random_scene(5)
+SegmentMeasurer()(segmenter_masks(scene, "wide3").astype(np.int32), degrade(scene, np.random.default_rng(5)), K,
+                  scene.num_objects + 2)
+print(sorted(name for name, f in loops.items() if len(f.signatures) != built[name]))
+print(sorted(name for name, n in built.items() if n == 0 and not name.startswith("_")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    added, unbuilt = done.stdout.strip().splitlines()
+    assert added == "[]", f"built on the first real frame, not at configure: {added}"
+    assert unbuilt == "[]", f"never built by compile_3d_step: {unbuilt}"

@@ -487,7 +487,7 @@ def reach_outwards(comp, accepted, inward, ridge, deep, on, reached_padded, row_
     ring outwards those with a reached 4-neighbour one ring further in or on the ring
     before it was grown (never along a ring: each ring grows from the state before it).
     Scratch: reached_padded H+2 x W+2 (uint8, 0 border), row_buffers 2 x W (uint8)."""
-    height, width = comp.shape
+    height = comp.shape[0]
     least = np.uint8(deep)
     accepted8, ridge8, reached8 = accepted.view(np.uint8), ridge.view(np.uint8), reached.view(np.uint8)  # bools as bytes vectorise
     reached_padded[0] = 0
@@ -557,7 +557,7 @@ def reached_sums(raw, reached_padded, depth_padded, reached_sum, reached_count):
     float32 of a float64 sum, exact for float32 depths, as OpenCV's box filter gives)
     and their number (uint16). reached_padded: reach_outwards' (H+2 x W+2, 0 border);
     depth_padded: H+2 x W+2 scratch (float32)."""
-    height, width = raw.shape
+    height = raw.shape[0]
     depth_padded[0] = 0
     depth_padded[height + 1] = 0
     for y in range(height):

@@ -42,6 +42,7 @@ from ovseg_ros.node.params import PARAMETERS, SPECS, NodeParameters, ParameterEr
 from ovseg_ros.node.pipeline import FramePipeline, ThrottledWarnings
 from ovseg_ros.node.sync import SideInputs
 from ovseg_ros.predictor import Predictor
+from ovseg_ros.segments_3d import compile_3d_step
 
 try:
     from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
@@ -125,6 +126,10 @@ class OvsegNode(LifecycleNode):
             self.params = NodeParameters.from_mapping(self._parameter_values())
             self._load_model(list(self.params.classes), self.params.things)
             self._create_outputs()
+            if self.params.use_depth:  # here, not on the first depth frame: seconds the first time
+                seconds = compile_3d_step()
+                self.get_logger().info(f"3D step ready in {seconds:.1f} s (its compiled loops: built on a first start, "
+                                       "then loaded from numba's cache)")
         except Exception as exc:  # noqa: BLE001 - any reason refuses the transition, and says why
             self._release(model=True, outputs=True)
             return self._fail("configure", exc)
