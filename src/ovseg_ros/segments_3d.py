@@ -489,29 +489,32 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
         depth = int(max(from_bottom[:, counts > 0].max(initial=0), from_top[:, counts > 0].max(initial=0))) + 1
         from_bottom, from_top = np.clip(from_bottom, 0, depth - 1), np.clip(from_top, 0, depth - 1)  # no points: any
         rows = np.arange(n)
-    ranks_needed = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
     segment = segs.astype(np.int32)
+    origin = xyz.min(axis=1).astype(np.float64)
+    span = xyz.max(axis=1).astype(np.float64) - origin
+    step = np.maximum(resolution, span * n / 2**30)
+    if select == "extremes":
+        lowest, highest = np.full((3, n, depth), np.iinfo(np.int32).max, np.int32), np.full((3, n, depth), -1, np.int32)
+        extreme_keys(segment, xyz, origin.astype(np.float32), (1 / step).astype(np.float32), lowest, highest)
+        # [axis, below/above, low/high end, segment]
+        keys = np.stack([np.stack([lowest[:, rows, from_bottom[k]], highest[:, rows, from_top[k]]], axis=1)
+                         for k in (0, 1)], axis=1).astype(np.int64)
+        low, high = keys[:, 0], keys[:, 1]
+        out = (low + fraction * (high - low) + 0.5) * step[:, None, None] + origin[:, None, None]  # [axis, end, segment]
+        return out[:, 0].T, out[:, 1].T
+    ranks_needed = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels
-        values = xyz[axis]
-        origin = float(values.min())
-        span = float(values.max()) - origin
-        step = max(resolution, span * n / 2**30)
-        if select == "extremes":
-            lowest, highest = np.full((n, depth), np.iinfo(np.int32).max, np.int32), np.full((n, depth), -1, np.int32)
-            extreme_keys(segment, values, np.float32(origin), np.float32(1 / step), lowest, highest)
-            low, high = (np.stack([lowest[rows, from_bottom[k]], highest[rows, from_top[k]]]).astype(np.int64) for k in (0, 1))
+        spacing = int(span[axis] / step[axis]) + 2  # steps per segment: n * spacing < 2^31
+        keys = segment * np.int32(spacing)
+        keys += ((xyz[axis] - np.float32(origin[axis])) * np.float32(1 / step[axis])).astype(np.int32)
+        if ranks_needed is None:
+            keys.sort()
         else:
-            spacing = int(span / step) + 2  # steps per segment: n * spacing < 2^31
-            keys = segment * np.int32(spacing)
-            keys += ((values - np.float32(origin)) * np.float32(1 / step)).astype(np.int32)
-            if ranks_needed is None:
-                keys.sort()
-            else:
-                keys.partition(ranks_needed)
-            shift = np.arange(n) * spacing
-            low, high = keys[below] - shift, keys[above] - shift
-        out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step + origin
+            keys.partition(ranks_needed)
+        shift = np.arange(n) * spacing
+        low, high = keys[below] - shift, keys[above] - shift
+        out[:, :, axis] = (low + fraction * (high - low) + 0.5) * step[axis] + origin[axis]
     return out[0], out[1]
 
 

@@ -405,29 +405,30 @@ _RING_STEPS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1,
 
 
 @numba.njit(**_JIT)
-def extreme_keys(segment, values, origin, inverse_step, lowest, highest):
-    """Per segment the len(lowest[0]) smallest and largest keys (ascending and
-    descending, int32) of its values, a key being int32((value - origin) * inverse_step)
-    in float32 as numpy computes it (segments_3d._quantiles). lowest and highest
-    ([segments, depth]) start at the int32 maximum and -1. One pass: a value enters a
-    row only when it beats the row's last."""
-    origin, inverse_step = np.float32(origin), np.float32(inverse_step)
-    last = lowest.shape[1] - 1
-    for i in range(values.size):
-        key = np.int32((values[i] - origin) * inverse_step)
-        s = segment[i]
-        if key < lowest[s, last]:
-            k = last
-            while k > 0 and lowest[s, k - 1] > key:
-                lowest[s, k] = lowest[s, k - 1]
-                k -= 1
-            lowest[s, k] = key
-        if key > highest[s, last]:
-            k = last
-            while k > 0 and highest[s, k - 1] < key:
-                highest[s, k] = highest[s, k - 1]
-                k -= 1
-            highest[s, k] = key
+def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest):
+    """Per axis and segment the lowest.shape[2] smallest and largest keys (ascending and
+    descending, int32) of its values, a key being int32((value - origin[axis]) *
+    inverse_step[axis]) in float32 as numpy computes it (segments_3d._quantiles).
+    lowest and highest ([3, segments, depth]) start at the int32 maximum and -1. One
+    pass: a value enters a row only when it beats the row's last."""
+    last = lowest.shape[2] - 1
+    for axis in range(3):
+        values, start, scale = xyz[axis], np.float32(origin[axis]), np.float32(inverse_step[axis])
+        for i in range(values.size):
+            key = np.int32((values[i] - start) * scale)
+            s = segment[i]
+            if key < lowest[axis, s, last]:
+                k = last
+                while k > 0 and lowest[axis, s, k - 1] > key:
+                    lowest[axis, s, k] = lowest[axis, s, k - 1]
+                    k -= 1
+                lowest[axis, s, k] = key
+            if key > highest[axis, s, last]:
+                k = last
+                while k > 0 and highest[axis, s, k - 1] < key:
+                    highest[axis, s, k] = highest[axis, s, k - 1]
+                    k -= 1
+                highest[axis, s, k] = key
 
 
 @numba.njit(**_JIT)
