@@ -1,5 +1,5 @@
 """The 3D step (segments in 3D from aligned depth) at 640x480 with 20 segments: our
-vectorised measurer beside the per-segment loop a node usually runs, in one run, and
+measurer (segments_3d; it builds its compiled loops in the warm-up call) beside the per-segment loop a node usually runs, in one run, and
 the labelled point cloud at two decimations.
 
     python benchmarks/bench_depth.py [--repeats 50] [--size 480x640] [--segments 20] [--json out.json]
@@ -76,7 +76,7 @@ def main() -> None:
     measurer = SegmentMeasurer()
     n, r = args.segments, args.repeats
     runs = {  # interleaved below, so drift on a noisy machine hits both sides alike
-        "3D boxes, ours (vectorised)": lambda: measurer(panoptic, depth, k, n),
+        "3D boxes, ours": lambda: measurer(panoptic, depth, k, n),
         "3D boxes, per-segment loop": lambda: loop_segment_boxes(panoptic, depth, k, n),
         "point cloud, every pixel": lambda: point_cloud(panoptic, semantic, rgb, depth, k, 1).tobytes(),
         "point cloud, decimation 2": lambda: point_cloud(panoptic, semantic, rgb, depth, k, 2).tobytes(),
@@ -87,7 +87,7 @@ def main() -> None:
     for _ in range(r):
         for name, fn in runs.items():
             times[name] += timed(fn, 1)
-    times["3D boxes, ours back to back"] = timed(runs["3D boxes, ours (vectorised)"], r)  # caches warm, as in a tight loop
+    times["3D boxes, ours back to back"] = timed(runs["3D boxes, ours"], r)  # caches warm, as in a tight loop
     rows = [{"step": name, "median_ms": 1e3 * statistics.median(t), "p90_ms": 1e3 * float(np.percentile(t, 90))}
             for name, t in times.items()]
     ratio = rows[1]["median_ms"] / rows[0]["median_ms"]

@@ -29,9 +29,11 @@ with tolerances that follow the camera's noise at each depth (DepthNoise):
    (`min_trim`); along the optical axis on depth averaged over each point's reached
    3x3 neighbours, which takes most of the noise's spread out of the extent.
 
-Every step works on all segments at once (compiled per-pixel loops for step 1,
-segments_3d_kernels; OpenCV morphology, components, integral images; numpy sorts and
-bincounts): no per-pixel or per-segment Python loops.
+Every step works on all segments at once: compiled loops over the image or over the
+margin's pixels (segments_3d_kernels, numba), OpenCV's connected components, numpy on
+the few-thousand-element arrays between them; no per-pixel or per-segment Python loops.
+The loops build on first use (seconds) or load from numba's cache: compile_3d_step
+builds them ahead of a node's first frame.
 Boxes are axis-aligned in the camera's optical frame (x right, y down, z forward) and
 span what the camera sees where it has depth.
 
