@@ -123,6 +123,7 @@ class _Scratch:
         self.on8, self.reached_padded = np.empty(shape, np.uint8), np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
         self.depth_padded = np.empty((shape[0] + 2, shape[1] + 2), np.float32)
         self.row_buffers = np.empty((2, shape[1]), np.uint8)
+        self.samples = np.empty(-(-shape[0] // STATS_STRIDE) * -(-shape[1] // STATS_STRIDE), np.int64)  # component_stats'
         self.seeds_padded = np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
         words = -(-shape[0] * shape[1] // 8)  # margin_candidates reads its flags 8 bytes at a time
         self.margin_flags = np.empty(8 * words, np.uint8)
@@ -289,7 +290,9 @@ class SegmentMeasurer:
         stats = {"segment": np.zeros(size, np.int64), "score": np.zeros(size), "deep": np.zeros(size),
                  "top": np.zeros(size, np.uint8), "nearest": np.full(size, np.nan, np.float32),
                  "farthest": np.full(size, np.nan, np.float32)}
-        component_stats(comp, ids, inward, self._scratch.ridge, raw, STATS_STRIDE, deep, *stats.values())
+        samples = self._scratch.samples
+        count = component_stats(comp, ids, inward, self._scratch.ridge, raw, STATS_STRIDE, deep, *stats.values(), samples)
+        stats["samples"] = samples[:count]
         return stats
 
     def _segment_surfaces(self, stats, n, focal, comp, ids, inward, raw):
@@ -307,7 +310,7 @@ class SegmentMeasurer:
         main[owner[last]] = order[last]
         accepted[order[last]] = True
         # the main surface's depth range: its samples at the deepest level it reaches
-        surface_depth_range(comp, ids, inward, raw, STATS_STRIDE, main, stats["top"], low, high)
+        surface_depth_range(stats["samples"], comp, ids, inward, raw, main, stats["top"], low, high)
         # further pieces of the same surface: beyond the margin or a thin part's ridge,
         # within its depth range (an object that a pole in front of it splits in two, a
         # pole on a crate that noise cuts off)

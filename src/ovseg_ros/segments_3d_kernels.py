@@ -444,53 +444,54 @@ def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest):
 
 
 @numba.njit(**_JIT)
-def component_stats(comp, ids, inward, ridge, raw, stride, deep, segment, score, beyond, top, nearest, farthest):
+def component_stats(comp, ids, inward, ridge, raw, stride, deep, segment, score, beyond, top, nearest, farthest, samples):
     """Per component (segments_3d.SegmentMeasurer._component_stats), from every
     stride-th pixel each way, in image order: its id (segment), the sum of its samples'
     squared ring numbers (score, float64 of float32 squares, as np.bincount adds them),
     its samples at least `deep` rings in or on a ridge (beyond), its deepest ring (top),
-    its nearest and farthest raw depth (NaN before any). 2D indexing throughout: a row
-    view per sample would cost more than the sample."""
+    its nearest and farthest raw depth (NaN before any). The samples' flat indices go
+    into `samples`; returns how many. 2D indexing throughout: a row view per sample would
+    cost more than the sample."""
     height, width = comp.shape
     least = np.uint8(deep)
+    count = 0
     for y in range(0, height, stride):
         for x in range(0, width, stride):
             c = comp[y, x]
             if c == 0:
                 continue
+            samples[count] = y * width + x
+            count += 1
             level = inward[y, x]
-            z = raw[y, x]
             segment[c] = ids[y, x]
             weight = np.float32(level)
             score[c] += np.float64(weight * weight)
             beyond[c] += 1.0 if (level >= least) | ridge[y, x] else 0.0
             top[c] = max(top[c], level)
-            if not z >= nearest[c]:
-                nearest[c] = z
-            if not z <= farthest[c]:
-                farthest[c] = z
+            _widen(nearest, farthest, c, raw[y, x])
+    return count
 
 
 @numba.njit(**_JIT)
-def surface_depth_range(comp, ids, inward, raw, stride, main, top, low, high):
+def surface_depth_range(samples, comp, ids, inward, raw, main, top, low, high):
     """Per segment s, the nearest and farthest raw depth (NaN for none) of the samples
-    (every stride-th pixel each way) of its main surface, component main[s], at that
+    (component_stats', flat indices) of its main surface, component main[s], at that
     component's deepest ring (top)."""
-    height, width = comp.shape
+    comp, ids, inward, raw = comp.ravel(), ids.ravel(), inward.ravel(), raw.ravel()
     last = main.size - 1
-    for y in range(0, height, stride):
-        for x in range(0, width, stride):
-            c = comp[y, x]
-            if c == 0:
-                continue
-            s = ids[y, x]
-            if main[min(s, last)] != c or inward[y, x] < top[c]:
-                continue
-            z = raw[y, x]
-            if not z >= low[s]:
-                low[s] = z
-            if not z <= high[s]:
-                high[s] = z
+    for i in samples:
+        c, s = comp[i], ids[i]
+        if main[min(s, last)] == c and inward[i] >= top[c]:
+            _widen(low, high, s, raw[i])
+
+
+@numba.njit(inline="always")
+def _widen(nearest, farthest, k, z):
+    """nearest[k] and farthest[k] widened to take in z (NaN before any)."""
+    if not z >= nearest[k]:
+        nearest[k] = z
+    if not z <= farthest[k]:
+        farthest[k] = z
 
 
 @numba.njit(**_JIT)
