@@ -204,8 +204,7 @@ def test_nearby_depths_equal_box_filters_and_integral_images(measured):
     total, count = ((a[bottom, right] - a[top, right] - a[bottom, left] + a[top, left]) for a in sums)
     with np.errstate(invalid="ignore", divide="ignore"):
         want = (total / count).astype(np.float32)
-    rim = (s._rings[0].shape[0] - height) // 2
-    outside_nearby(s.smooth_padded, s._rings[0], rim, s.inward, at, s.step, s.outside_count, got)
+    outside_nearby(s.smooth_padded, s.ids_padded, s.rim, s.inward, at, s.ring_total, s.ring_count, got)
     assert np.array_equal(got, want, equal_nan=True) and np.isfinite(want).mean() > 0.5
 
 

@@ -73,9 +73,6 @@ OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
 STATS_STRIDE = 3  # components are scored on every third pixel each way
 KINK_SIGMAS = 3 * np.sqrt(6) * 0.45  # 3 sigma of a second difference of 3x3 medians
 EXTREMES_UP_TO = 8  # box ends at most this many points in: found in one pass (_quantiles' "extremes")
-_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-_SQUARE = np.ones((3, 3), np.uint8)
 
 
 @dataclass
@@ -95,37 +92,25 @@ class _Scratch:
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
-        self.same, self.on, self.reached, self.ridge, self.interior = (np.empty(shape, bool) for _ in range(5))
-        self.inward, self.peak = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-        self.step = np.empty(shape, np.float32)
-        self.cut = np.empty(shape, bool)
-        self.sparse = np.empty(shape, np.uint8)
-        self.kept, self.reached_sum = (np.empty(shape, np.float32) for _ in range(2))
-        # counts of pixels in windows (at most 81): box filters of 0/1 bytes into uint16, exact
-        # and about twice as fast as on float
-        self.reached_count, self.window_count = (np.empty(shape, np.uint16) for _ in range(2))
-        self.open = np.empty(shape, bool)
-        self.open8 = self.open.view(np.uint8)
-        self.labelled8, self.seeds, self.grown, self.joined, self.margin8, self.alone8 = (
-            np.empty(shape, np.uint8) for _ in range(6))
+        height, width = shape
+        self.open, self.reached, self.ridge, self.cut = (np.empty(shape, bool) for _ in range(4))
+        self.inward, self.sparse, self.on8 = (np.empty(shape, np.uint8) for _ in range(3))
+        self.comp = np.empty(shape, np.int32)
         # padded by 2 px (NaN) so that every pixel has two neighbours each way
-        padded = (shape[0] + 4, shape[1] + 4)
+        padded = (height + 4, width + 4)
         self.smooth_padded, self.sigma_padded, self.step_padded, self.kink_padded = (
             np.full(padded, np.nan, np.float32) for _ in range(4))
         self.smooth = self.smooth_padded[2:-2, 2:-2]
-        self.finite_padded = np.empty((shape[0] + 2, shape[1] + 2), np.float32)  # valid depth, 0 elsewhere, edges replicated
-        self.comp = np.empty(shape, np.int32)
-        self.ids_padded = np.zeros(padded, np.uint16)
-        self.chosen = np.empty(shape, bool)  # flatnonzero is several times faster on bool than on uint8
-        self.window_sum = np.empty(shape, np.float32)
-        self.outside_count = np.empty(shape, np.uint8)
-        self._rings: tuple | None = None  # mask_rings' scratch, by radius
-        self.on8, self.reached_padded = np.empty(shape, np.uint8), np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
-        self.depth_padded = np.empty((shape[0] + 2, shape[1] + 2), np.float32)
-        self.row_buffers = np.empty((2, shape[1]), np.uint8)
-        self.samples = np.empty(-(-shape[0] // STATS_STRIDE) * -(-shape[1] // STATS_STRIDE), np.int64)  # component_stats'
-        self.seeds_padded = np.empty((shape[0] + 2, shape[1] + 2), np.uint8)
-        words = -(-shape[0] * shape[1] // 8)  # margin_candidates reads its flags 8 bytes at a time
+        self.finite_padded = np.empty((height + 2, width + 2), np.float32)  # valid depth, 0 elsewhere, edges replicated
+        self.rim = -1  # mask_rings' buffers, padded by the rings' radius: made by inward_steps
+        self.ids_padded = self.runs = self.inward_padded = None
+        self.reached_padded, self.seeds_padded = (np.empty((height + 2, width + 2), np.uint8) for _ in range(2))
+        self.depth_padded = np.empty((height + 2, width + 2), np.float32)
+        self.row_buffers = np.empty((2, width), np.uint8)
+        self.reached_sum, self.reached_count = np.empty(shape, np.float32), np.empty(shape, np.uint16)
+        self.ring_total, self.ring_count = np.empty(shape, np.float32), np.empty(shape, np.uint8)  # outside_nearby's
+        self.samples = np.empty(-(-height // STATS_STRIDE) * -(-width // STATS_STRIDE), np.int64)  # component_stats'
+        words = -(-height * width // 8)  # margin_candidates reads its flags 8 bytes at a time
         self.margin_flags = np.empty(8 * words, np.uint8)
         self.margin_at, self.margin_kind = np.empty(8 * words, np.int64), np.empty(8 * words, np.uint8)
 
@@ -136,11 +121,13 @@ class _Scratch:
         the object (what the border cuts of an object is reached from its interior).
         Also self.ridge: where that count peaks (its 3x3 maximum, above 0). One compiled
         pass (segments_3d_kernels.mask_rings)."""
-        if self._rings is None or self._rings[0].shape[0] != self.shape[0] + 2 * radius:
+        if self.rim != radius:
             height, width = self.shape
-            self._rings = (np.empty((height + 2 * radius, width + 2 * radius), np.uint16),
-                           np.empty((height + 2 * radius, width), np.uint8), np.empty((height + 2, width + 2), np.uint8))
-        mask_rings(ids, radius, *self._rings, self.inward, self.ridge)
+            self.rim = radius
+            self.ids_padded = np.empty((height + 2 * radius, width + 2 * radius), np.uint16)
+            self.runs = np.empty((height + 2 * radius, width), np.uint8)
+            self.inward_padded = np.empty((height + 2, width + 2), np.uint8)
+        mask_rings(ids, radius, self.ids_padded, self.runs, self.inward_padded, self.inward, self.ridge)
         return self.inward
 
 
@@ -252,8 +239,9 @@ class SegmentMeasurer:
         return SegmentGeometry(center, size, points)
 
     def _smooth_and_cut(self, raw, focal):
-        """Step 1: the 3x3 median of the depth (the pixel's own depth where most of its
-        neighbourhood has none; NaN where it has none either), and in scratch.cut the
+        """Step 1: into scratch.smooth_padded the 3x3 median of the depth (the pixel's own
+        depth where most of its neighbourhood has none; NaN where it has none either), and
+        into scratch.cut the
         pixels without depth, behind a depth edge, or far from their neighbourhood's
         median (a flying pixel, an outlier: the median hides it, the box would not).
         Two compiled passes (segments_3d_kernels) on padded buffers; the noise's sigma
@@ -264,13 +252,12 @@ class SegmentMeasurer:
         noise = self.noise
         depth_edge_cuts(raw, scratch.smooth_padded, sigma, self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS,
                         KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut)
-        return scratch.smooth
 
     def _components(self, ids, inward):
         """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less
         its outermost ring: no component spans two segments."""
         scratch = self._scratch
-        open_ = np.greater(inward, 0, out=scratch.same)
+        open_ = np.greater(inward, 0, out=scratch.open)
         open_ &= ~scratch.cut  # the cut pixels include those without depth
         count, comp = cv2.connectedComponents(open_.view(np.uint8), labels=scratch.comp, connectivity=4, ltype=cv2.CV_32S)
         return comp, count
@@ -405,9 +392,9 @@ class SegmentMeasurer:
         depth (step 1's) that belong to other segments. Compiled
         (segments_3d_kernels.outside_nearby)."""
         scratch = self._scratch
-        ids_padded, rim = scratch._rings[0], (scratch._rings[0].shape[0] - inward.shape[0]) // 2
         out = np.empty(at.size, np.float32)
-        outside_nearby(scratch.smooth_padded, ids_padded, rim, inward, at, scratch.step, scratch.outside_count, out)
+        outside_nearby(scratch.smooth_padded, scratch.ids_padded, scratch.rim, inward, at, scratch.ring_total,
+                       scratch.ring_count, out)
         return out
 
     def _rays(self, k: Intrinsics, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -418,32 +405,6 @@ class SegmentMeasurer:
             rays = backproject(us.ravel(), vs.ravel(), np.ones(us.size, np.float32), k)
             self._ray_cache = ((k, shape), rays[0], rays[1])
         return self._ray_cache[1], self._ray_cache[2]
-
-
-def _window_sums(integrals, at: np.ndarray, radius) -> list[np.ndarray]:
-    """At pixels `at` (flat), the sums of images over the (2 radius + 1)^2 windows around
-    them (cut by the border), from their integral images (cv2.integral, all one shape):
-    four gathers per pixel and image, whatever the window. `radius`: a number or one
-    per pixel."""
-    height, width = integrals[0].shape[0] - 1, integrals[0].shape[1] - 1
-    rows, cols = np.divmod(at, width)
-    stride = width + 1
-    top, bottom = np.clip(rows - radius, 0, height) * stride, np.clip(rows + radius + 1, 0, height) * stride
-    left, right = np.clip(cols - radius, 0, width), np.clip(cols + radius + 1, 0, width)
-    corners = (bottom + right, top + right, bottom + left, top + left)
-    sums = []
-    for integral in integrals:
-        flat = integral.ravel()
-        a, b, c, d = (flat.take(i) for i in corners)
-        sums.append(a - b - c + d)
-    return sums
-
-
-def _reduce_at(ufunc, index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Per index 0..size-1 the ufunc (np.fmin, np.fmax) over its values; NaN for none."""
-    out = np.full(size, np.nan, np.float32)
-    ufunc.at(out, index, values)
-    return out
 
 
 def compile_3d_step() -> float:
