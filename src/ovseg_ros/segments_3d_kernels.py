@@ -243,10 +243,16 @@ def _ridge(inward_padded, inward, ridge):
         out, top = inward[y], ridge[y]
         for x in range(width):
             v = here[x + 1]
-            peak = max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
-                       max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
+            peak = _around_max(up, here, down, x)
             out[x] = v
             top[x] = (v > np.uint8(0)) & (v >= peak)
+
+
+@numba.njit(inline="always")
+def _around_max(up, here, down, x):
+    """The largest of the 8 neighbours of here[x + 1] (rows of a padded image)."""
+    return max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
+               max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
 
 
 @numba.njit(**_JIT)
@@ -285,8 +291,7 @@ def _margin_flags(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded
         label, level, on, off, few = ids[y], inward[y], reached[y], cut[y], sparse[y]
         out = flags[y * width:(y + 1) * width]
         for x in range(width):
-            peak = max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
-                       max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
+            peak = _around_max(up, here, down, x)
             v = level[x]
             open_ = (off[x] | on[x]) ^ np.uint8(1)  # bools as bytes (0, 1)
             joined = np.uint8(peak > v) & open_
@@ -326,15 +331,16 @@ def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reach
     flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
     reached = reached.view(np.uint8)  # bools as bytes: the row loops vectorise
     for y in range(min(deep, height)):
-        _add_interior_row(smooth_padded[y + 2], inward[y], reached[y], least, total, count)
+        _add_interior_row(smooth_padded[y + 2], inward[y], reached[y], least, total, count, 1)
     j = 0
     for y in range(height):
         if j == at.size:
             break
         if y + deep < height:
-            _add_interior_row(smooth_padded[y + deep + 2], inward[y + deep], reached[y + deep], least, total, count)
+            _add_interior_row(smooth_padded[y + deep + 2], inward[y + deep], reached[y + deep], least, total, count, 1)
         if y - deep - 1 >= 0:
-            _take_interior_row(smooth_padded[y - deep + 1], inward[y - deep - 1], reached[y - deep - 1], least, total, count)
+            _add_interior_row(smooth_padded[y - deep + 1], inward[y - deep - 1], reached[y - deep - 1], least, total, count,
+                              -1)
         row_end = (y + 1) * width
         while j < at.size and at[j] < row_end:
             i = at[j]
@@ -352,21 +358,14 @@ def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reach
 
 
 @numba.njit(**_JIT)
-def _add_interior_row(depth_padded, level, on, least, total, count):
+def _add_interior_row(depth_padded, level, on, least, total, count, sign):
+    """Adds (sign 1) or takes away (sign -1) one row's interior depths and count."""
     depth = depth_padded[2:]
+    weight, step = np.float64(sign), np.int32(sign)
     for x in range(total.size):
         take = np.uint8(level[x] >= least) & on[x]
-        total[x] += np.float64(depth[x]) if take else 0.0
-        count[x] += np.int32(take)
-
-
-@numba.njit(**_JIT)
-def _take_interior_row(depth_padded, level, on, least, total, count):
-    depth = depth_padded[2:]
-    for x in range(total.size):
-        take = np.uint8(level[x] >= least) & on[x]
-        total[x] -= np.float64(depth[x]) if take else 0.0
-        count[x] -= np.int32(take)
+        total[x] += weight * (np.float64(depth[x]) if take else 0.0)
+        count[x] += step * np.int32(take)
 
 
 @numba.njit(**_JIT)
