@@ -1,6 +1,7 @@
 """The 3D step (segments in 3D from aligned depth) at 640x480 with 20 segments: our
-measurer (segments_3d; it builds its compiled loops in the warm-up call) beside the per-segment loop a node usually runs, in one run, and
-the labelled point cloud at two decimations.
+measurer (segments_3d; it builds its compiled loops in the warm-up call) beside the
+per-segment loop a node usually runs, in one run, and the labelled point cloud at two
+decimations.
 
     python benchmarks/bench_depth.py [--repeats 50] [--size 480x640] [--segments 20] [--json out.json]
 
