@@ -20,10 +20,13 @@ from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMA
 from ovseg_ros.segments_3d_kernels import (
     box_points,
     depth_edge_cuts,
+    doubtful_pixels,
     interior_nearby,
+    kept_candidates,
     margin_candidates,
     mask_rings,
     median_of_depth,
+    nearer_outside,
     outside_nearby,
 )
 
@@ -256,6 +259,57 @@ def test_reached_sums_and_box_points_equal_box_filters(measured):
     alone = ~s.reached.ravel()[at]
     averaged = ((want_sum.ravel()[at] + np.where(alone, z, 0)) / (want_count.ravel()[at] + alone)).astype(np.float32)
     assert np.array_equal(xyz, np.stack([ray_x[at] * z, ray_y[at] * z, averaged]), equal_nan=True)
+
+
+@pytest.mark.parametrize("noise", [DepthNoise(), DepthNoise(sigma_at_1m=0.004, exponent=1.0, quantum=0.0005),
+                                   DepthNoise(sigma_at_1m=0.002, exponent=1.5, quantum=0.0)])
+def test_margin_decisions_equal_their_numpy_form(measured, noise):
+    """kept_candidates, doubtful_pixels and nearer_outside against the numpy expressions
+    they replaced, with the measurer's step_tolerance (three noise models), on a real
+    frame's margin and on made-up depths with NaN. Bit for bit for exponents 1 and 2; for
+    others numpy's float32 power may be its own SIMD one (AVX-512) and the loop's is
+    libm's powf, a last-bit difference that can flip a decision at an exact tie only."""
+    measurer, ids, depth, n = measured
+    s, deep = measurer._scratch, measurer.mask_margin + 1
+    model = SegmentMeasurer(noise=noise)
+    focal = float(min(SCENE_K.fx, SCENE_K.fy))
+    terms = (model.slope / focal, noise.sigma_at_1m, float(noise.exponent), 2 * noise.quantum)
+    count = margin_candidates(ids, s.inward, s.reached, s.cut, s.sparse, deep, n - 1, s.seeds_padded, s.margin_flags,
+                              s.margin_at, s.margin_kind)
+    at, kind = s.margin_at[:count].copy(), s.margin_kind[:count].copy()
+    rng = np.random.default_rng(count)
+    low = rng.uniform(0.5, 6, n).astype(np.float32)
+    high = low + rng.uniform(0, 0.5, n).astype(np.float32)
+    low[rng.random(n) < 0.2] = np.nan
+    z, seg = depth.ravel()[at], ids.ravel()[at]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s.reached_sum.ravel()[at] / s.reached_count.ravel()[at]
+        keep = ((kind & 1) != 0) | (((kind & 2) != 0) & (np.abs(z - mean) <= model.step_tolerance(z, focal)))
+        keep |= ((kind & 4) != 0) & model._overlaps(z, z, low[seg], high[seg], focal)
+    got = at.copy()
+    got = got[:kept_candidates(got, kind, depth, ids, s.reached_sum, s.reached_count, low, high, terms[0], 3 * np.sqrt(2),
+                               *terms[1:], got)]
+    same = _same_or_ties if noise.exponent not in (1, 2) else np.array_equal
+    assert same(got, at[keep]) and 0 < got.size < at.size
+    inside = (z + rng.normal(0, 0.05, z.size)).astype(np.float32)
+    inside[rng.random(z.size) < 0.05] = np.nan
+    outside = (z + rng.normal(0, 0.3, z.size)).astype(np.float32)
+    outside[rng.random(z.size) < 0.05] = np.nan
+    with np.errstate(invalid="ignore"):
+        want = np.flatnonzero(~(np.abs(z - inside) <= model.step_tolerance(inside, focal, MEDIAN_STEP_SIGMAS) / 2))
+        apart = np.abs(inside - outside) > model.step_tolerance(np.fmin(inside, outside), focal, MEDIAN_STEP_SIGMAS)
+        beyond = apart & (np.abs(z - outside) < np.abs(z - inside))
+    doubtful = np.empty(z.size, np.int64)
+    doubtful = doubtful[:doubtful_pixels(inside, z, terms[0], MEDIAN_STEP_SIGMAS, *terms[1:], doubtful)]
+    assert same(doubtful, want) and 0 < want.size < z.size
+    got_beyond = np.empty(z.size, bool)
+    nearer_outside(inside, outside, z, terms[0], MEDIAN_STEP_SIGMAS, *terms[1:], got_beyond)
+    assert same(np.flatnonzero(got_beyond), np.flatnonzero(beyond)) and beyond.any() and not beyond.all()
+
+
+def _same_or_ties(got, want):
+    """The same indices but for at most one in a thousand (last-bit ties)."""
+    return np.setxor1d(got, want).size <= max(1, want.size // 1000)
 
 
 def test_compile_3d_step_builds_every_loop_a_frame_uses():

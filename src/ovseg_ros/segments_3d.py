@@ -57,11 +57,14 @@ from ovseg_ros.segments_3d_kernels import (
     box_points,
     component_stats,
     depth_edge_cuts,
+    doubtful_pixels,
     extreme_keys,
     interior_nearby,
+    kept_candidates,
     margin_candidates,
     mask_rings,
     median_of_depth,
+    nearer_outside,
     outside_nearby,
     reach_outwards,
     reached_sums,
@@ -333,37 +336,26 @@ class SegmentMeasurer:
         scratch = self._scratch
         count = margin_candidates(ids, inward, reached, scratch.cut, scratch.sparse, deep, n, scratch.seeds_padded,
                                   scratch.margin_flags, scratch.margin_at, scratch.margin_kind)
-        at, kind = scratch.margin_at[:count], scratch.margin_kind[:count]
-        flat_raw, flat_ids = raw.ravel(), ids.ravel()
-        keep = (kind & 1) != 0
-        joined = np.flatnonzero((kind & 2) != 0)
-        keep[joined[self._continues(at[joined], flat_raw.take(at[joined]), focal)]] = True
-        lonely = np.flatnonzero(~keep & ((kind & 4) != 0))  # amid holes: within the surface's depth range
-        za, seg = flat_raw.take(at[lonely]), flat_ids.take(at[lonely])
-        keep[lonely[self._overlaps(za, za, low[seg], high[seg], focal)]] = True
-        at = at[keep]
-        seg = flat_ids.take(at)
+        noise = self.noise
+        slope_per_px, sigma_at_1m, exponent, two_quantum = (self.slope / focal, noise.sigma_at_1m, float(noise.exponent),
+                                                            2 * noise.quantum)  # step_tolerance's terms
+        at = scratch.margin_at[:count]
+        at = at[:kept_candidates(at, scratch.margin_kind[:count], raw, ids, scratch.reached_sum, scratch.reached_count, low,
+                                 high, slope_per_px, 3 * np.sqrt(2), sigma_at_1m, exponent, two_quantum, at)].copy()  # in place
         # which surface each is nearer: the interior's, or the one just outside the mask
         ref_in, zs = self._interior_nearby(at, inward, reached, deep)
-        with np.errstate(invalid="ignore"):
-            separation = self.step_tolerance(ref_in, focal, MEDIAN_STEP_SIGMAS)
-            doubtful = np.flatnonzero(~(np.abs(zs - ref_in) <= separation / 2))  # nearer the interior than half the separation: kept
+        doubtful = np.empty(at.size, np.int64)
+        doubtful = doubtful[:doubtful_pixels(ref_in, zs, slope_per_px, MEDIAN_STEP_SIGMAS, sigma_at_1m, exponent, two_quantum,
+                                             doubtful)]
         if doubtful.size:
             ref_out = self._outside_nearby(at[doubtful], inward)
-            with np.errstate(invalid="ignore"):
-                inside = ref_in[doubtful]
-                apart = np.abs(inside - ref_out) > self.step_tolerance(np.fmin(inside, ref_out), focal, MEDIAN_STEP_SIGMAS)
-                beyond = apart & (np.abs(zs[doubtful] - ref_out) < np.abs(zs[doubtful] - inside))
+            beyond = np.empty(doubtful.size, bool)
+            nearer_outside(ref_in[doubtful], ref_out, zs[doubtful], slope_per_px, MEDIAN_STEP_SIGMAS, sigma_at_1m, exponent,
+                           two_quantum, beyond)
             drop = np.zeros(at.size, bool)
             drop[doubtful[beyond]] = True
-            at, seg = at[~drop], seg[~drop]
-        return at, seg.astype(np.int64)
-
-    def _continues(self, at, z, focal):
-        """Whether raw depths z at pixels `at` continue the mean of their reached 3x3
-        neighbours, within the step tolerance of raw depth (bool per pixel)."""
-        with np.errstate(invalid="ignore"):
-            return np.abs(z - self._reached_mean(at)) <= self.step_tolerance(z, focal)
+            at = at[~drop]
+        return at, ids.ravel().take(at).astype(np.int64)
 
     def _interior_nearby(self, at, inward, reached, deep):
         """At margin pixels `at`, the depth of the segment's own interior nearby: the mean
@@ -377,13 +369,6 @@ class SegmentMeasurer:
         interior_nearby(scratch.smooth_padded, inward, reached, deep, at, scratch.reached_sum, scratch.reached_count, nearby,
                         own)
         return nearby, own
-
-    def _reached_mean(self, at):
-        """At pixels `at`, the mean raw depth of their reached 3x3 neighbours (one segment's
-        only; NaN for none)."""
-        scratch = self._scratch
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return scratch.reached_sum.ravel().take(at) / scratch.reached_count.ravel().take(at)
 
     def _outside_nearby(self, at, inward):
         """At margin pixels `at`, the depth of the surface just outside the mask: the mean,

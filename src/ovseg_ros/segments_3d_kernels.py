@@ -597,3 +597,73 @@ def _window3_row(up, here, down, on_up, on_here, on_down, total, count):
         count[x] = (np.uint16(on_up[x]) + on_up[x + 1] + on_up[x + 2] + on_here[x] + on_here[x + 1] + on_here[x + 2]
                     + on_down[x] + on_down[x + 1] + on_down[x + 2])
 
+
+
+@numba.njit(inline="always")
+def _tolerance(z, slope_per_px, sigmas, sigma_at_1m, exponent, two_quantum):
+    """segments_3d.SegmentMeasurer.step_tolerance at one depth, in float32 as numpy
+    computes it there (DepthNoise.sigma's three forms)."""
+    if exponent == 2.0:
+        sigma = (sigma_at_1m * z) * z
+    elif exponent == 1.0:
+        sigma = sigma_at_1m * z
+    else:
+        sigma = sigma_at_1m * z ** np.float32(exponent)
+    return z * slope_per_px + sigmas * sigma + two_quantum
+
+
+@numba.njit(**_JIT)
+def kept_candidates(at, kind, raw, ids, reached_sum, reached_count, low, high, slope_per_px, sigmas, sigma_at_1m,
+                    exponent, two_quantum, kept):
+    """Of the margin's candidates (margin_candidates' `at` and `kind`), those kept
+    (segments_3d.SegmentMeasurer._kept_margin), their flat indices into `kept` in the
+    same order; returns how many. Kept: reached (bit 1); next to reached pixels further
+    in (bit 2) with raw depth within the step tolerance of their reached neighbours'
+    mean; amid holes (bit 4) with depth within the surface's [low, high] of its segment,
+    widened by the step tolerance at each end. Tolerances as numpy computes them
+    (float32; comparisons with NaN false)."""
+    slope, s, sig, q = np.float32(slope_per_px), np.float32(sigmas), np.float32(sigma_at_1m), np.float32(two_quantum)
+    flat_raw, flat_ids = raw.ravel(), ids.ravel()
+    flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
+    count = 0
+    for j in range(at.size):
+        i, bits = at[j], kind[j]
+        keep = (bits & 1) != 0
+        if not keep and (bits & 2) != 0:
+            z = flat_raw[i]
+            mean = flat_sum[i] / np.float32(flat_count[i])
+            keep = abs(z - mean) <= _tolerance(z, slope, s, sig, exponent, q)
+        if not keep and (bits & 4) != 0:
+            z, segment = flat_raw[i], flat_ids[i]
+            near, far = low[segment], high[segment]
+            keep = ((z >= near - _tolerance(near, slope, s, sig, exponent, q))
+                    & (z <= far + _tolerance(far, slope, s, sig, exponent, q)))
+        kept[count] = i
+        count += keep
+    return count
+
+
+@numba.njit(**_JIT)
+def doubtful_pixels(inside, own, slope_per_px, sigmas, sigma_at_1m, exponent, two_quantum, doubtful):
+    """Indices j where own[j] is not within half the step tolerance (`sigmas`) at
+    inside[j] of inside[j] (NaN: doubtful), into `doubtful`; returns how many."""
+    slope, s, sig, q = np.float32(slope_per_px), np.float32(sigmas), np.float32(sigma_at_1m), np.float32(two_quantum)
+    count = 0
+    for j in range(inside.size):
+        z = inside[j]
+        near = abs(own[j] - z) <= _tolerance(z, slope, s, sig, exponent, q) / np.float32(2)
+        doubtful[count] = j
+        count += not near
+    return count
+
+
+@numba.njit(**_JIT)
+def nearer_outside(inside, outside, own, slope_per_px, sigmas, sigma_at_1m, exponent, two_quantum, beyond):
+    """Per pixel (beyond, bool): the interior's and the outside's depths apart by more
+    than the step tolerance at the nearer of them and own depth nearer the outside's
+    (where either is NaN, their difference is too: not apart)."""
+    slope, s, sig, q = np.float32(slope_per_px), np.float32(sigmas), np.float32(sigma_at_1m), np.float32(two_quantum)
+    for j in range(inside.size):
+        a, b = inside[j], outside[j]
+        apart = abs(a - b) > _tolerance(min(a, b), slope, s, sig, exponent, q)
+        beyond[j] = apart & (abs(own[j] - b) < abs(own[j] - a))
