@@ -16,7 +16,7 @@ import pytest
 from depth_scenes import K as SCENE_K
 from depth_scenes import degrade, random_scene, segmenter_masks
 from ovseg_ros.depth import DepthNoise
-from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS, SegmentMeasurer
+from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS, RAW_STEP_SIGMAS, SegmentMeasurer
 from ovseg_ros.segments_3d_kernels import (
     box_points,
     depth_edge_cuts,
@@ -273,7 +273,7 @@ def test_margin_decisions_equal_their_numpy_form(measured, noise):
     s, deep = measurer._scratch, measurer.mask_margin + 1
     model = SegmentMeasurer(noise=noise)
     focal = float(min(SCENE_K.fx, SCENE_K.fy))
-    terms = (model.slope / focal, noise.sigma_at_1m, float(noise.exponent), 2 * noise.quantum)
+    terms = model.tolerance_terms(focal)
     count = margin_candidates(ids, s.inward, s.reached, s.cut, s.sparse, deep, n - 1, s.seeds_padded, s.margin_flags,
                               s.margin_at, s.margin_kind)
     at, kind = s.margin_at[:count].copy(), s.margin_kind[:count].copy()
@@ -287,7 +287,7 @@ def test_margin_decisions_equal_their_numpy_form(measured, noise):
         keep = ((kind & 1) != 0) | (((kind & 2) != 0) & (np.abs(z - mean) <= model.step_tolerance(z, focal)))
         keep |= ((kind & 4) != 0) & model._overlaps(z, z, low[seg], high[seg], focal)
     got = at.copy()
-    got = got[:kept_candidates(got, kind, depth, ids, s.reached_sum, s.reached_count, low, high, terms[0], 3 * np.sqrt(2),
+    got = got[:kept_candidates(got, kind, depth, ids, s.reached_sum, s.reached_count, low, high, terms[0], RAW_STEP_SIGMAS,
                                *terms[1:], got)]
     same = _same_or_ties if noise.exponent not in (1, 2) else np.array_equal
     assert same(got, at[keep]) and 0 < got.size < at.size

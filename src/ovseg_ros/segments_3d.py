@@ -71,7 +71,8 @@ from ovseg_ros.segments_3d_kernels import (
     surface_depth_range,
 )
 
-MEDIAN_STEP_SIGMAS = 3 * np.sqrt(2) * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
+RAW_STEP_SIGMAS = 3 * np.sqrt(2)  # 3 sigma of the difference of two neighbouring raw pixels
+MEDIAN_STEP_SIGMAS = RAW_STEP_SIGMAS * 0.45  # 3 sigma of the difference of two neighbouring 3x3 medians
 OUTLIER_SIGMAS = 3.5  # a raw pixel against its 3x3 median
 STATS_STRIDE = 3  # components are scored on every third pixel each way
 KINK_SIGMAS = 3 * np.sqrt(6) * 0.45  # 3 sigma of a second difference of 3x3 medians
@@ -158,13 +159,20 @@ class SegmentMeasurer:
         self._ray_cache: tuple | None = None
         self._select = SelectionTimer()
 
-    def step_tolerance(self, z: np.ndarray, focal: float, sigmas: float = 3 * np.sqrt(2)) -> np.ndarray:
+    def step_tolerance(self, z: np.ndarray, focal: float, sigmas: float = RAW_STEP_SIGMAS) -> np.ndarray:
         """Largest depth step between neighbouring pixels of one surface at depth z
         (float32, elementwise): a slope of max_slope_deg over one pixel, `sigmas` times
         the noise, quantisation. Two raw pixels differ by sqrt(2) sigma; two 3x3
         medians by about 0.45 of that."""
         noise = self.noise
         return z * np.float32(self.slope / focal) + np.float32(sigmas) * noise.sigma(z) + np.float32(2 * noise.quantum)
+
+    def tolerance_terms(self, focal: float) -> tuple[float, float, float, float]:
+        """step_tolerance's terms but its sigmas, for the compiled loops that compute it
+        per pixel (segments_3d_kernels._tolerance): slope per pixel, sigma at 1 m, the
+        noise's exponent, twice the quantum."""
+        noise = self.noise
+        return self.slope / focal, noise.sigma_at_1m, float(noise.exponent), 2 * noise.quantum
 
     def _noise_image(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The noise's sigma at every pixel of depth image z, into `out` (NaN stays NaN)."""
@@ -336,22 +344,18 @@ class SegmentMeasurer:
         scratch = self._scratch
         count = margin_candidates(ids, inward, reached, scratch.cut, scratch.sparse, deep, n, scratch.seeds_padded,
                                   scratch.margin_flags, scratch.margin_at, scratch.margin_kind)
-        noise = self.noise
-        slope_per_px, sigma_at_1m, exponent, two_quantum = (self.slope / focal, noise.sigma_at_1m, float(noise.exponent),
-                                                            2 * noise.quantum)  # step_tolerance's terms
+        slope_per_px, *noise_terms = self.tolerance_terms(focal)
         at = scratch.margin_at[:count]
         at = at[:kept_candidates(at, scratch.margin_kind[:count], raw, ids, scratch.reached_sum, scratch.reached_count, low,
-                                 high, slope_per_px, 3 * np.sqrt(2), sigma_at_1m, exponent, two_quantum, at)].copy()  # in place
+                                 high, slope_per_px, RAW_STEP_SIGMAS, *noise_terms, at)].copy()  # in place
         # which surface each is nearer: the interior's, or the one just outside the mask
         ref_in, zs = self._interior_nearby(at, inward, reached, deep)
         doubtful = np.empty(at.size, np.int64)
-        doubtful = doubtful[:doubtful_pixels(ref_in, zs, slope_per_px, MEDIAN_STEP_SIGMAS, sigma_at_1m, exponent, two_quantum,
-                                             doubtful)]
+        doubtful = doubtful[:doubtful_pixels(ref_in, zs, slope_per_px, MEDIAN_STEP_SIGMAS, *noise_terms, doubtful)]
         if doubtful.size:
             ref_out = self._outside_nearby(at[doubtful], inward)
             beyond = np.empty(doubtful.size, bool)
-            nearer_outside(ref_in[doubtful], ref_out, zs[doubtful], slope_per_px, MEDIAN_STEP_SIGMAS, sigma_at_1m, exponent,
-                           two_quantum, beyond)
+            nearer_outside(ref_in[doubtful], ref_out, zs[doubtful], slope_per_px, MEDIAN_STEP_SIGMAS, *noise_terms, beyond)
             drop = np.zeros(at.size, bool)
             drop[doubtful[beyond]] = True
             at = at[~drop]

@@ -22,8 +22,10 @@ one float64 sum rounded to float32 gives the fused result), cv2.multiply(z, z, s
 is (s * z) * z, comparisons with NaN are false as in cv2.compare, and window sums of
 float32 depths are taken in float64, where they are exact (for depths from 1 cm to 1 km
 and windows of up to 8000 pixels), so their order does not matter and they equal
-OpenCV's box filters and integral images. tests/test_segments_3d_kernels.py
-checks each against its OpenCV or numpy form.
+OpenCV's box filters and integral images. One exception: a noise exponent other than 1
+or 2 takes libm's powf here, where numpy's float32 power may be its own SIMD one
+(AVX-512), which can differ in the last bit. tests/test_segments_3d_kernels.py checks
+each loop against its OpenCV or numpy form.
 
 Loops run on the calling thread (no numba threading layer: the node's other threads and
 torch's own pool stay as they are) and release the GIL. They compile on first use and
@@ -596,7 +598,6 @@ def _window3_row(up, here, down, on_up, on_here, on_down, total, count):
         total[x] = np.float32(t)
         count[x] = (np.uint16(on_up[x]) + on_up[x + 1] + on_up[x + 2] + on_here[x] + on_here[x + 1] + on_here[x + 2]
                     + on_down[x] + on_down[x + 1] + on_down[x + 2])
-
 
 
 @numba.njit(inline="always")
