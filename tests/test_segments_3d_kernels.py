@@ -18,6 +18,7 @@ from depth_scenes import degrade, random_scene, segmenter_masks
 from ovseg_ros.depth import DepthNoise
 from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMAS, RAW_STEP_SIGMAS, SegmentMeasurer
 from ovseg_ros.segments_3d_kernels import (
+    RowBands,
     box_points,
     depth_edge_cuts,
     doubtful_pixels,
@@ -337,3 +338,36 @@ print(sorted(name for name, n in built.items() if n == 0 and not name.startswith
     added, unbuilt = done.stdout.strip().splitlines()
     assert added == "[]", f"built on the first real frame, not at configure: {added}"
     assert unbuilt == "[]", f"never built by compile_3d_step: {unbuilt}"
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_bands_of_rows_give_the_serial_boxes(measured, threads):
+    """The loops on bands of rows at once (RowBands) write each band's own rows and read
+    their neighbours' only after the loop that wrote them: the same boxes, bit for bit,
+    as on the calling thread alone, also for bands that split a row's pixels."""
+    _, ids, depth, n = measured
+    serial_boxes = SegmentMeasurer(threads=1)(ids, depth, SCENE_K, n)
+    banded = SegmentMeasurer(threads=threads)
+    for _ in range(2):  # the second frame reuses the workers and the buffers
+        boxes = banded(ids, depth, SCENE_K, n)
+        for field in ("center", "size", "points"):
+            np.testing.assert_array_equal(getattr(boxes, field), getattr(serial_boxes, field))
+
+
+def test_row_bands_wait_for_every_band_and_raise_its_error():
+    def loop(start, stop, out):
+        if start > 0:
+            raise ValueError("a worker's band failed")
+        out[start:stop] = 1
+        return stop - start
+
+    out = np.zeros(10)
+    bands = RowBands(2)
+    assert [part[2] for part in bands(loop, 1, out)] == [1]  # one row: one band, on the calling thread
+    with pytest.raises(ValueError, match="worker's band"):
+        bands(loop, 10, out)
+    assert out[:5].sum() == 5
+    with pytest.raises(ValueError, match="threads"):
+        RowBands(0)
+    with pytest.raises(ValueError, match="threads"):
+        SegmentMeasurer(threads=0)

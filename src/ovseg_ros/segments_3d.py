@@ -54,6 +54,7 @@ import numpy as np
 
 from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
 from ovseg_ros.segments_3d_kernels import (
+    RowBands,
     box_points,
     component_stats,
     depth_edge_cuts,
@@ -68,6 +69,7 @@ from ovseg_ros.segments_3d_kernels import (
     outside_nearby,
     reach_outwards,
     reached_sums,
+    serial,
     surface_depth_range,
 )
 
@@ -118,7 +120,7 @@ class _Scratch:
         self.margin_flags = np.empty(8 * words, np.uint8)
         self.margin_at, self.margin_kind = np.empty(8 * words, np.int64), np.empty(8 * words, np.uint8)
 
-    def inward_steps(self, ids: np.ndarray, radius: int) -> np.ndarray:
+    def inward_steps(self, ids: np.ndarray, radius: int, rows=serial) -> np.ndarray:
         """How many 3x3 erosions, up to `radius`, each pixel survives: whether its
         (2r+1)^2 neighbourhood has one label, for r = 1, 2, ... The image border is an
         edge too: a wide mask reaches it over the wall beside an object as well as over
@@ -131,7 +133,7 @@ class _Scratch:
             self.ids_padded = np.empty((height + 2 * radius, width + 2 * radius), np.uint16)
             self.runs = np.empty((height + 2 * radius, width), np.uint8)
             self.inward_padded = np.empty((height + 2, width + 2), np.uint8)
-        mask_rings(ids, radius, self.ids_padded, self.runs, self.inward_padded, self.inward, self.ridge)
+        mask_rings(ids, radius, self.ids_padded, self.runs, self.inward_padded, self.inward, self.ridge, rows)
         return self.inward
 
 
@@ -144,20 +146,25 @@ class SegmentMeasurer:
     masks). max_slope_deg: the steepest surface, against the viewing ray, still taken
     as one surface between neighbouring pixels. trim: share of points (at least
     `min_trim`) left out at each end of each axis. The interior is sampled every
-    `stride`-th pixel (the margin, which sets the box, is kept whole)."""
+    `stride`-th pixel (the margin, which sets the box, is kept whole). threads: how many
+    bands of rows its loops run on at once (the calling thread and threads - 1 workers of
+    its own; 1: the calling thread only); the boxes are the same for any number."""
 
     def __init__(self, noise: DepthNoise = DepthNoise(), mask_margin: int = 3, max_slope_deg: float = 45.0,
-                 trim: float = 0.0, min_trim: int = 1, stride: int = 4) -> None:
+                 trim: float = 0.0, min_trim: int = 1, stride: int = 4, threads: int = 2) -> None:
         if not isinstance(noise, DepthNoise):
             raise TypeError(f"noise must be a DepthNoise, got {type(noise).__name__}")
-        if mask_margin < 0 or stride < 1 or not 0 < max_slope_deg < 90 or not 0 <= trim < 0.5 or min_trim < 0:
-            raise ValueError("mask_margin >= 0, stride >= 1, 0 < max_slope_deg < 90, 0 <= trim < 0.5 and min_trim >= 0 are required")
+        if (mask_margin < 0 or stride < 1 or not 0 < max_slope_deg < 90 or not 0 <= trim < 0.5 or min_trim < 0
+                or threads < 1):
+            raise ValueError("mask_margin >= 0, stride >= 1, 0 < max_slope_deg < 90, 0 <= trim < 0.5, min_trim >= 0 and "
+                             "threads >= 1 are required")
         self.noise, self.mask_margin, self.trim, self.min_trim, self.stride = noise, mask_margin, trim, min_trim, stride
         self.slope = float(np.tan(np.radians(max_slope_deg)))
         self._scratch: _Scratch | None = None
         self._grids: dict = {}
         self._ray_cache: tuple | None = None
         self._select = SelectionTimer()
+        self._rows = RowBands(threads)
 
     def step_tolerance(self, z: np.ndarray, focal: float, sigmas: float = RAW_STEP_SIGMAS) -> np.ndarray:
         """Largest depth step between neighbouring pixels of one surface at depth z
@@ -211,7 +218,7 @@ class SegmentMeasurer:
         focal = float(min(intrinsics.fx, intrinsics.fy))
         ids = np.ascontiguousarray(panoptic) if panoptic.dtype == np.uint16 else np.clip(panoptic, 0, 65535).astype(np.uint16)
         deep = self.mask_margin + 1
-        inward = scratch.inward_steps(ids, deep)  # and scratch.ridge: where the distance from the mask's edge peaks
+        inward = scratch.inward_steps(ids, deep, self._rows)  # and scratch.ridge: where the distance from the mask's edge peaks
         self._smooth_and_cut(raw, focal)  # scratch.smooth_padded; scratch.cut: also every pixel without valid depth
         comp, count = self._components(ids, inward)
         stats = self._component_stats(comp, count, ids, inward, raw, deep)
@@ -219,7 +226,7 @@ class SegmentMeasurer:
         reached = self._reach(comp, accepted, inward, deep)
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
         # reached 3x3 neighbours, and their number
-        reached_sums(raw, scratch.reached_padded, scratch.depth_padded, scratch.reached_sum, scratch.reached_count)
+        reached_sums(raw, scratch.reached_padded, scratch.depth_padded, scratch.reached_sum, scratch.reached_count, self._rows)
         edge_at, edge_seg = self._kept_margin(ids, inward, raw, reached, low, high, n, deep, focal)
         # the interior: every stride-th pixel each way
         stride = self.stride
@@ -237,7 +244,7 @@ class SegmentMeasurer:
             return SegmentGeometry(center, size, points)
         ray_x, ray_y = self._rays(intrinsics, raw.shape)
         xyz = np.empty((3, at.size), np.float32)
-        box_points(at, raw, ray_x, ray_y, reached, scratch.reached_sum, scratch.reached_count, xyz)
+        box_points(at, raw, ray_x, ray_y, reached, scratch.reached_sum, scratch.reached_count, xyz, self._rows)
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
         if cut.max() <= EXTREMES_UP_TO:  # the usual few points off each end: no sort
@@ -258,11 +265,12 @@ class SegmentMeasurer:
         Two compiled passes (segments_3d_kernels) on padded buffers; the noise's sigma
         between them, by the noise model."""
         scratch = self._scratch
-        median_of_depth(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse)
+        median_of_depth(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse, self._rows)
         sigma = self._noise_image(scratch.smooth_padded, scratch.sigma_padded)
         noise = self.noise
         depth_edge_cuts(raw, scratch.smooth_padded, sigma, self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS,
-                        KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut)
+                        KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut,
+                        self._rows)
 
     def _components(self, ids, inward):
         """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less
@@ -343,7 +351,7 @@ class SegmentMeasurer:
         floor, wall or object behind); a grazing face or a curved rim stays."""
         scratch = self._scratch
         count = margin_candidates(ids, inward, reached, scratch.cut, scratch.sparse, deep, n, scratch.seeds_padded,
-                                  scratch.margin_flags, scratch.margin_at, scratch.margin_kind)
+                                  scratch.margin_flags, scratch.margin_at, scratch.margin_kind, self._rows)
         slope_per_px, *noise_terms = self.tolerance_terms(focal)
         at = scratch.margin_at[:count]
         at = at[:kept_candidates(at, scratch.margin_kind[:count], raw, ids, scratch.reached_sum, scratch.reached_count, low,
@@ -371,7 +379,7 @@ class SegmentMeasurer:
         scratch = self._scratch
         nearby, own = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
         interior_nearby(scratch.smooth_padded, inward, reached, deep, at, scratch.reached_sum, scratch.reached_count, nearby,
-                        own)
+                        own, self._rows)
         return nearby, own
 
     def _outside_nearby(self, at, inward):
@@ -383,7 +391,7 @@ class SegmentMeasurer:
         scratch = self._scratch
         out = np.empty(at.size, np.float32)
         outside_nearby(scratch.smooth_padded, scratch.ids_padded, scratch.rim, inward, at, scratch.ring_total,
-                       scratch.ring_count, out)
+                       scratch.ring_count, out, self._rows)
         return out
 
     def _rays(self, k: Intrinsics, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

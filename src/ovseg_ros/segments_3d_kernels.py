@@ -27,13 +27,20 @@ or 2 takes libm's powf here, where numpy's float32 power may be its own SIMD one
 (AVX-512), which can differ in the last bit. tests/test_segments_3d_kernels.py checks
 each loop against its OpenCV or numpy form.
 
-Loops run on the calling thread (no numba threading layer: the node's other threads and
-torch's own pool stay as they are) and release the GIL. They compile on first use and
+The row loops run on bands of rows at once (RowBands: the calling thread and workers of
+the measurer's own, 2 bands by default; loops under 0.1 ms stay on the calling thread)
+and release the GIL; no numba threading layer (OpenMP's threads spin after each loop
+and slowed OpenCV's). Helpers are plain njit functions, not inline="always": numba's
+own inlining into an entry point stopped its loops from vectorising (the ridge 0.9
+against 0.03 ms). They compile on first use and
 are cached on disk (numba's cache: next to this file, or the user's cache directory when
 that is not writable).
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -42,12 +49,61 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}  # numpy: x / 0 is
 _INF = np.float32(np.inf)
 
 
-@numba.njit(inline="always")
+def serial(loop, size, *args):
+    """Runs a banded loop (its first two arguments: first and past-last row or item) over
+    all `size` rows or items on the calling thread."""
+    return [(0, size, loop(0, size, *args))]
+
+
+class RowBands:
+    """Runs a banded loop on `threads` bands of rows (or of a list's items) at once: one
+    on the calling thread, the others on worker threads; the loops release the GIL. Every
+    band writes its own rows only, and a loop that reads its neighbours' rows runs after
+    the loop that wrote them, so the result is the serial one, bit for bit. Its own
+    threads, not numba's threading layer: OpenMP's spin after each loop and slowed
+    OpenCV's threads, and numba's own layer may not be entered from two threads at once.
+    A forked child starts its own workers. Returns (start, stop, loop's result) per band."""
+
+    def __init__(self, threads: int) -> None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = int(threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = -1
+
+    def __call__(self, loop, size, *args):
+        bands = min(self.threads, size)
+        if bands < 2:
+            return serial(loop, size, *args)
+        if self._pid != os.getpid():  # first use, or a forked child: the parent's workers are not here
+            self._pool, self._pid = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ovseg_3d"), os.getpid()
+        cuts = [size * k // bands for k in range(bands + 1)]
+        futures = [self._pool.submit(loop, cuts[k], cuts[k + 1], *args) for k in range(1, bands)]
+        try:
+            first = loop(0, cuts[1], *args)
+        finally:  # the workers write into the caller's buffers: never return before they are done
+            for future in futures:
+                future.exception()
+        return [(0, cuts[1], first)] + [(cuts[k], cuts[k + 1], futures[k - 1].result()) for k in range(1, bands)]
+
+
+@numba.njit(**_JIT)
+def _border_rows(y0, y1, height, rim, padded, value):
+    """The `rim` rows above the image (by the band of its first row) and below it (by
+    the band of its last) set to value: its own function, as a branch before a row
+    loop stopped that loop from vectorising (8x slower)."""
+    if y0 == 0:
+        padded[:rim] = value
+    if y1 == height:
+        padded[height + rim:] = value
+
+
+@numba.njit(**_JIT)
 def _sorted_pair(a, b):
     return min(a, b), max(a, b)
 
 
-@numba.njit(inline="always")
+@numba.njit(**_JIT)
 def _median9(a0, a1, a2, a3, a4, a5, a6, a7, a8):
     """The median of nine values by a 19-exchange network (no branches)."""
     a1, a2 = _sorted_pair(a1, a2)
@@ -72,29 +128,43 @@ def _median9(a0, a1, a2, a3, a4, a5, a6, a7, a8):
     return a4
 
 
-@numba.njit(inline="always")
+@numba.njit(**_JIT)
 def _fma32(a, alpha, b, beta, gamma):
     """cv2.addWeighted's float32 result: fma(a, alpha, fma(b, beta, gamma))."""
     inner = np.float32(np.float64(b) * np.float64(beta) + np.float64(gamma))
     return np.float32(np.float64(a) * np.float64(alpha) + np.float64(inner))
 
 
-@numba.njit(**_JIT)
-def median_of_depth(raw, finite_padded, smooth_padded, sparse):
+def median_of_depth(raw, finite_padded, smooth_padded, sparse, rows=serial):
     """The 3x3 median of the depth where it is valid (0 where not), edges replicated;
     where it is not above 0 (most of the neighbourhood has no depth) the pixel's own raw
     depth instead, and sparse = 255 there (0 elsewhere). finite_padded: H+2 x W+2 scratch
-    (float32); smooth_padded: H+4 x W+4, written inside its 2 px border."""
+    (float32); smooth_padded: H+4 x W+4, written inside its 2 px border. rows: serial or
+    a RowBands."""
+    serial(_finite_rows, raw.shape[0], raw, finite_padded)
+    rows(_median_rows, raw.shape[0], raw, finite_padded, smooth_padded, sparse)
+
+
+@numba.njit(**_JIT)
+def _finite_rows(y0, y1, raw, finite_padded):
+    """The valid depth, padded by 1 px replicating the edge."""
     height, width = raw.shape
-    for y in range(height):  # the valid depth, padded by 1 px replicating the edge
+    for y in range(y0, y1):
         row, out = raw[y], finite_padded[y + 1]
         for x in range(width):
             v = row[x]
             out[x + 1] = v if (v > 0) & (v < _INF) else np.float32(0)
         out[0], out[width + 1] = out[1], out[width]
-    finite_padded[0] = finite_padded[1]
-    finite_padded[height + 1] = finite_padded[height]
-    for y in range(height):
+    if y0 == 0 < y1:
+        finite_padded[0] = finite_padded[1]
+    if y0 < height == y1:
+        finite_padded[height + 1] = finite_padded[height]
+
+
+@numba.njit(**_JIT)
+def _median_rows(y0, y1, raw, finite_padded, smooth_padded, sparse):
+    width = raw.shape[1]
+    for y in range(y0, y1):
         r0, r1, r2 = finite_padded[y], finite_padded[y + 1], finite_padded[y + 2]
         row, out, few = raw[y], smooth_padded[y + 2], sparse[y]
         for x in range(width):
@@ -104,9 +174,8 @@ def median_of_depth(raw, finite_padded, smooth_padded, sparse):
             few[x] = 255 if empty else 0
 
 
-@numba.njit(**_JIT)
 def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
-                    outlier_sigmas, quantum, step_padded, kink_padded, cut):
+                    outlier_sigmas, quantum, step_padded, kink_padded, cut, rows=serial):
     """Step 1's cuts (segments_3d.SegmentMeasurer._smooth_and_cut) into cut (bool): no
     valid depth; deeper than a 4-neighbour by more than the step tolerance, unless the
     step repeats the one beyond it; far from its own median. smooth_padded and
@@ -118,21 +187,21 @@ def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step
     k(q) = fma(s, per_px, fma(sigma, kink_sigmas, 4 quantum)), the second difference
     centred on the neighbour."""
     cut8 = cut.view(np.uint8)  # bools as bytes: the loops vectorise
-    _own_tolerances(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas, outlier_sigmas,
-                    quantum, step_padded, kink_padded, cut8)
-    _edges(smooth_padded, step_padded, kink_padded, cut8)
+    rows(_own_tolerances, raw.shape[0], raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
+         outlier_sigmas, quantum, step_padded, kink_padded, cut8)
+    rows(_edges, raw.shape[0], smooth_padded, step_padded, kink_padded, cut8)
 
 
 @numba.njit(**_JIT)
-def _own_tolerances(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas, outlier_sigmas,
-                    quantum, step_padded, kink_padded, cut):
+def _own_tolerances(y0, y1, raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
+                    outlier_sigmas, quantum, step_padded, kink_padded, cut):
     """The pixel's own: tolerances, no depth, an outlier."""
-    height, width = raw.shape
+    width = raw.shape[1]
     slope = np.float32(slope_per_px)
     inv = np.float32(per_px)
     step_s, kink_s, out_s = np.float32(step_sigmas), np.float32(kink_sigmas), np.float32(outlier_sigmas)
     two_q, four_q = np.float32(2 * quantum), np.float32(4 * quantum)
-    for y in range(height):
+    for y in range(y0, y1):
         p = y + 2
         s, sig, t, k, row, out = smooth_padded[p], sigma_padded[p], step_padded[p], kink_padded[p], raw[y], cut[y]
         for x in range(width):
@@ -144,10 +213,10 @@ def _own_tolerances(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step
 
 
 @numba.njit(**_JIT)
-def _edges(smooth_padded, step_padded, kink_padded, cut):
+def _edges(y0, y1, smooth_padded, step_padded, kink_padded, cut):
     """Behind a depth edge towards a 4-neighbour, unless the step repeats the one beyond it."""
-    height, width = cut.shape
-    for y in range(height):
+    width = cut.shape[1]
+    for y in range(y0, y1):
         p = y + 2
         up2, up, here, down, down2 = (smooth_padded[p - 2], smooth_padded[p - 1], smooth_padded[p],
                                       smooth_padded[p + 1], smooth_padded[p + 2])
@@ -164,8 +233,7 @@ def _edges(smooth_padded, step_padded, kink_padded, cut):
             out[x] |= np.uint8(edge)
 
 
-@numba.njit(**_JIT)
-def mask_rings(ids, radius, ids_padded, runs, inward_padded, inward, ridge):
+def mask_rings(ids, radius, ids_padded, runs, inward_padded, inward, ridge, rows=serial):
     """How many 3x3 erosions, up to `radius`, each pixel of the id image survives
     (inward, uint8): the largest r whose (2r+1)^2 window holds its id only, outside the
     image counting as id 0 (so a mask's window may not cross the border; the
@@ -176,21 +244,25 @@ def mask_rings(ids, radius, ids_padded, runs, inward_padded, inward, ridge):
     and a run of at least r (the shortest of the window's rows' runs). Scratch: ids_padded H+2R x W+2R (uint16), runs H+2R x W
     and inward_padded H+2 x W+2 (uint8). One pass per function: a variable that holds
     slices of two layouts loses its vectorisation."""
-    _pad_ids(ids, radius, ids_padded, runs)
-    _row_runs(ids.shape[0], ids.shape[1], radius, ids_padded, runs)
-    _window_runs(ids.shape[0], ids.shape[1], radius, ids_padded, runs, inward_padded)
-    _ridge(inward_padded, inward, ridge)
+    height = ids.shape[0]
+    serial(_padded_runs, height, ids, radius, ids_padded, runs)
+    rows(_window_runs, height, radius, ids_padded, runs, inward_padded)
+    serial(_ridge, height, inward_padded, inward, ridge)
 
 
 @numba.njit(**_JIT)
-def _pad_ids(ids, rim, ids_padded, runs):
+def _padded_runs(y0, y1, ids, rim, ids_padded, runs):
+    """Rows y0..y1 of ids_padded, then their runs (a row's runs read that row only)."""
+    _pad_ids(y0, y1, ids, rim, ids_padded, runs)
+    _row_runs(y0, y1, ids.shape[1], rim, ids_padded, runs)
+
+
+@numba.njit(**_JIT)
+def _pad_ids(y0, y1, ids, rim, ids_padded, runs):
     height, width = ids.shape
-    for y in range(rim):  # the rows outside: id 0, runs of any length
-        ids_padded[y] = 0
-        ids_padded[height + rim + y] = 0
-        runs[y] = rim
-        runs[height + rim + y] = rim
-    for y in range(height):
+    _border_rows(y0, y1, height, rim, ids_padded, 0)  # the rows outside: id 0, runs of any length
+    _border_rows(y0, y1, height, rim, runs, rim)
+    for y in range(y0, y1):
         row, source = ids_padded[y + rim], ids[y]
         for x in range(rim):
             row[x] = 0
@@ -200,8 +272,8 @@ def _pad_ids(ids, rim, ids_padded, runs):
 
 
 @numba.njit(**_JIT)
-def _row_runs(height, width, rim, ids_padded, runs):
-    for y in range(height):
+def _row_runs(y0, y1, width, rim, ids_padded, runs):
+    for y in range(y0, y1):
         row, run = ids_padded[y + rim], runs[y + rim]
         for x in range(width):
             run[x] = 0
@@ -214,11 +286,11 @@ def _row_runs(height, width, rim, ids_padded, runs):
 
 
 @numba.njit(**_JIT)
-def _window_runs(height, width, rim, ids_padded, runs, inward_padded):
-    inward_padded[0] = 0
-    inward_padded[height + 1] = 0
+def _window_runs(y0, y1, rim, ids_padded, runs, inward_padded):
+    height, width = ids_padded.shape[0] - 2 * rim, runs.shape[1]
+    _border_rows(y0, y1, height, 1, inward_padded, 0)
     shortest = np.empty(width, np.uint8)
-    for y in range(height):
+    for y in range(y0, y1):
         p = y + rim
         count = inward_padded[y + 1]
         run_here = runs[p]
@@ -238,9 +310,9 @@ def _window_runs(height, width, rim, ids_padded, runs, inward_padded):
 
 
 @numba.njit(**_JIT)
-def _ridge(inward_padded, inward, ridge):
-    height, width = inward.shape
-    for y in range(height):
+def _ridge(y0, y1, inward_padded, inward, ridge):
+    width = inward.shape[1]
+    for y in range(y0, y1):
         up, here, down = inward_padded[y], inward_padded[y + 1], inward_padded[y + 2]
         out, top = inward[y], ridge[y]
         for x in range(width):
@@ -250,15 +322,14 @@ def _ridge(inward_padded, inward, ridge):
             top[x] = (v > np.uint8(0)) & (v >= peak)
 
 
-@numba.njit(inline="always")
+@numba.njit(**_JIT)
 def _around_max(up, here, down, x):
     """The largest of the 8 neighbours of here[x + 1] (rows of a padded image)."""
     return max(max(max(up[x], up[x + 1]), max(up[x + 2], here[x])),
                max(max(here[x + 2], down[x]), max(down[x + 1], down[x + 2])))
 
 
-@numba.njit(**_JIT)
-def margin_candidates(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded, flags, at, kind):
+def margin_candidates(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded, flags, at, kind, rows=serial):
     """The margin pixels (fewer than `deep` rings in, ids 1..last_id) that may be kept
     (segments_3d.SegmentMeasurer._kept_margin): those reached (kind bit 1); those not cut
     and not reached next to a reached pixel further in (bit 2: the 3x3 maximum of the
@@ -267,17 +338,23 @@ def margin_candidates(ids, inward, reached, cut, sparse, deep, last_id, seeds_pa
     flat indices into `at` (int64), bits into `kind` (uint8), in image order; returns
     how many. Scratch: seeds_padded H+2 x W+2 (uint8), flags H W rounded up to a
     multiple of 8 (uint8)."""
-    _reached_rings(inward, reached, seeds_padded)
-    _margin_flags(ids, inward, reached.view(np.uint8), cut.view(np.uint8), sparse, np.uint8(deep), last_id, seeds_padded, flags)
-    return _nonzero(flags, at, kind)
+    height = ids.shape[0]
+    serial(_reached_rings, height, inward, reached, seeds_padded)
+    rows(_margin_flags, height, ids, inward, reached.view(np.uint8), cut.view(np.uint8), sparse, np.uint8(deep), last_id,
+         seeds_padded, flags)
+    count = 0
+    for start, _, found in rows(_nonzero, flags.size // 8, flags, at, kind):  # bands, not pixels
+        if 8 * start != count:  # each band wrote from its own first word on: close the gap
+            at[count:count + found], kind[count:count + found] = at[8 * start:8 * start + found], kind[8 * start:8 * start + found]
+        count += found
+    return count
 
 
 @numba.njit(**_JIT)
-def _reached_rings(inward, reached, seeds_padded):
+def _reached_rings(y0, y1, inward, reached, seeds_padded):
     height, width = inward.shape
-    seeds_padded[0] = 0
-    seeds_padded[height + 1] = 0
-    for y in range(height):
+    _border_rows(y0, y1, height, 1, seeds_padded, 0)
+    for y in range(y0, y1):
         level, on, out = inward[y], reached[y], seeds_padded[y + 1]
         out[0], out[width + 1] = 0, 0
         for x in range(width):
@@ -285,10 +362,10 @@ def _reached_rings(inward, reached, seeds_padded):
 
 
 @numba.njit(**_JIT)
-def _margin_flags(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded, flags):
+def _margin_flags(y0, y1, ids, inward, reached, cut, sparse, deep, last_id, seeds_padded, flags):
     height, width = ids.shape
     zero = np.uint8(0)
-    for y in range(height):
+    for y in range(y0, y1):
         up, here, down = seeds_padded[y], seeds_padded[y + 1], seeds_padded[y + 2]
         label, level, on, off, few = ids[y], inward[y], reached[y], cut[y], sparse[y]
         out = flags[y * width:(y + 1) * width]
@@ -300,25 +377,26 @@ def _margin_flags(ids, inward, reached, cut, sparse, deep, last_id, seeds_padded
             alone = np.uint8(v == zero) & np.uint8(few[x] != zero) & open_
             margin = np.uint8(v < deep) & np.uint8(label[x] != 0) & np.uint8(label[x] <= last_id)
             out[x] = (on[x] | (joined << np.uint8(1)) | (alone << np.uint8(2))) * margin
-    flags[height * width:] = 0
+    if y1 == height:
+        flags[height * width:] = 0
 
 
 @numba.njit(**_JIT)
-def _nonzero(flags, at, kind):
-    """Indices and values of the nonzero bytes, eight at a time (most words are 0)."""
+def _nonzero(w0, w1, flags, at, kind):
+    """Indices and values of the nonzero bytes of words w0..w1 (eight bytes each: most
+    words are 0), into at and kind from index 8 w0 on; returns how many."""
     words = flags.view(np.uint64)
-    count = 0
-    for j in range(words.size):
+    count = 8 * w0
+    for j in range(w0, w1):
         if words[j]:
             for i in range(8 * j, 8 * j + 8):
                 at[count] = i
                 kind[count] = flags[i]
                 count += flags[i] != 0
-    return count
+    return count - 8 * w0
 
 
-@numba.njit(**_JIT)
-def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reached_count, out, own):
+def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reached_count, out, own, rows=serial):
     """At pixels `at` (flat, ascending), the mean smoothed depth (smooth_padded: 2 px
     border) of the reached pixels at least `deep` rings in within `deep` pixels each way
     (cut by the border); where there are none, reached_sum / reached_count there
@@ -326,25 +404,33 @@ def interior_nearby(smooth_padded, inward, reached, deep, at, reached_sum, reach
     size would, but only where asked: the
     window's column sums run down the image one row at a time (in float64, where sums
     of float32 depths are exact, so the order does not matter), and each pixel of `at`
-    adds its window's columns when its row comes."""
+    adds its window's columns when its row comes. In bands of `at` (rows: serial or a
+    RowBands), each starting its column sums at its first pixel's row."""
+    rows(_interior_nearby, at.size, smooth_padded, inward, reached.view(np.uint8), deep, at, reached_sum.ravel(),
+         reached_count.ravel(), out, own)
+
+
+@numba.njit(**_JIT)
+def _interior_nearby(j0, j1, smooth_padded, inward, reached, deep, at, flat_sum, flat_count, out, own):
+    if j0 >= j1:
+        return
     height, width = inward.shape
     least = np.uint8(deep)
     total, count = np.zeros(width, np.float64), np.zeros(width, np.int32)
-    flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
-    reached = reached.view(np.uint8)  # bools as bytes: the row loops vectorise
-    for y in range(min(deep, height)):
+    first = at[j0] // width
+    for y in range(max(first - deep, 0), min(first + deep, height)):  # rows first - deep .. first + deep - 1
         _add_interior_row(smooth_padded[y + 2], inward[y], reached[y], least, total, count, 1)
-    j = 0
-    for y in range(height):
-        if j == at.size:
+    j = j0
+    for y in range(first, height):
+        if j == j1:
             break
         if y + deep < height:
             _add_interior_row(smooth_padded[y + deep + 2], inward[y + deep], reached[y + deep], least, total, count, 1)
-        if y - deep - 1 >= 0:
+        if y - deep - 1 >= 0 and y > first:
             _add_interior_row(smooth_padded[y - deep + 1], inward[y - deep - 1], reached[y - deep - 1], least, total, count,
                               -1)
         row_end = (y + 1) * width
-        while j < at.size and at[j] < row_end:
+        while j < j1 and at[j] < row_end:
             i = at[j]
             x = i - y * width
             own[j] = smooth_padded[y + 2, x + 2]
@@ -370,8 +456,7 @@ def _add_interior_row(depth_padded, level, on, least, total, count, sign):
         count[x] += step * np.int32(take)
 
 
-@numba.njit(**_JIT)
-def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_count, out):
+def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_count, out, rows=serial):
     """At pixels `at` (flat), the depth of the surface just outside their mask: over the
     outermost-ring pixels (inward 0) within as many pixels as the pixel is rings in (cut
     by the border), the mean of those pixels' 8 neighbours' smoothed depth that belong
@@ -379,11 +464,17 @@ def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_
     ids_padded: `rim` px border of 0 (mask_rings'). Scratch: ring_total (float32) and
     ring_count (uint8), H x W, written at the ring's pixels only: their neighbours' sum
     (float32, added in the order of _RING_STEPS) and number. The windows' sums are
-    float64, exact for float32 depths, so they equal any other order's."""
-    _ring_neighbours(smooth_padded, ids_padded, rim, inward, ring_total, ring_count)
+    float64, exact for float32 depths, so they equal any other order's. rows: serial or
+    a RowBands."""
+    rows(_ring_neighbours, inward.shape[0], smooth_padded, ids_padded, rim, inward, ring_total, ring_count)
+    rows(_outside_windows, at.size, inward, at, ring_total, ring_count, out)
+
+
+@numba.njit(**_JIT)
+def _outside_windows(j0, j1, inward, at, ring_total, ring_count, out):
     height, width = inward.shape
     zero = np.uint8(0)
-    for j in range(at.size):
+    for j in range(j0, j1):
         i = at[j]
         y = i // width
         x = i - y * width
@@ -398,9 +489,9 @@ def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_
 
 
 @numba.njit(**_JIT)
-def _ring_neighbours(smooth_padded, ids_padded, rim, inward, ring_total, ring_count):
-    height, width = inward.shape
-    for y in range(height):
+def _ring_neighbours(y0, y1, smooth_padded, ids_padded, rim, inward, ring_total, ring_count):
+    width = inward.shape[1]
+    for y in range(y0, y1):
         for x in range(width):
             if inward[y, x] == 0:
                 own = ids_padded[y + rim, x + rim]
@@ -486,7 +577,7 @@ def surface_depth_range(samples, comp, ids, inward, raw, main, top, low, high):
             _widen(low, high, s, raw[i])
 
 
-@numba.njit(inline="always")
+@numba.njit(**_JIT)
 def _widen(nearest, farthest, k, z):
     """nearest[k] and farthest[k] widened to take in z (NaN before any)."""
     if not z >= nearest[k]:
@@ -549,15 +640,17 @@ def _unpad_row(padded, out):
         out[x] = padded[x + 1]
 
 
-@numba.njit(**_JIT)
-def box_points(at, raw, ray_x, ray_y, reached, reached_sum, reached_count, xyz):
+def box_points(at, raw, ray_x, ray_y, reached, reached_sum, reached_count, xyz, rows=serial):
     """The points the box is measured on, into xyz (3 x len(at), float32): x and y on the
     ray at the raw depth, z the depth averaged over the pixel's reached 3x3 neighbours
     and itself where it is not reached (segments_3d.SegmentMeasurer._averaged_depth), in
-    float32 as numpy computes them."""
-    flat_raw, flat_reached = raw.ravel(), reached.ravel()
-    flat_sum, flat_count = reached_sum.ravel(), reached_count.ravel()
-    for j in range(at.size):
+    float32 as numpy computes them. rows: serial or a RowBands (bands of `at`)."""
+    rows(_box_points, at.size, at, raw.ravel(), ray_x, ray_y, reached.ravel(), reached_sum.ravel(), reached_count.ravel(), xyz)
+
+
+@numba.njit(**_JIT)
+def _box_points(j0, j1, at, flat_raw, ray_x, ray_y, flat_reached, flat_sum, flat_count, xyz):
+    for j in range(j0, j1):
         i = at[j]
         z = flat_raw[i]
         xyz[0, j] = ray_x[i] * z
@@ -566,18 +659,25 @@ def box_points(at, raw, ray_x, ray_y, reached, reached_sum, reached_count, xyz):
         xyz[2, j] = (flat_sum[i] + (z if alone else np.float32(0))) / np.float32(flat_count[i] + np.uint16(alone))
 
 
-@numba.njit(**_JIT)
-def reached_sums(raw, reached_padded, depth_padded, reached_sum, reached_count):
+def reached_sums(raw, reached_padded, depth_padded, reached_sum, reached_count, rows=serial):
     """Per pixel, the raw depth summed over its reached 3x3 neighbours (itself included;
     float32 of a float64 sum, exact for float32 depths, as OpenCV's box filter gives)
     and their number (uint16). reached_padded: reach_outwards' (H+2 x W+2, 0 border);
-    depth_padded: H+2 x W+2 scratch (float32)."""
-    height = raw.shape[0]
-    depth_padded[0] = 0
-    depth_padded[height + 1] = 0
-    for y in range(height):
+    depth_padded: H+2 x W+2 scratch (float32). rows: serial or a RowBands."""
+    serial(_reached_depth_rows, raw.shape[0], raw, reached_padded, depth_padded)
+    rows(_window3_rows, raw.shape[0], depth_padded, reached_padded, reached_sum, reached_count)
+
+
+@numba.njit(**_JIT)
+def _reached_depth_rows(y0, y1, raw, reached_padded, depth_padded):
+    _border_rows(y0, y1, raw.shape[0], 1, depth_padded, 0)
+    for y in range(y0, y1):
         _reached_depth_row(raw[y], reached_padded[y + 1], depth_padded[y + 1])
-    for y in range(height):
+
+
+@numba.njit(**_JIT)
+def _window3_rows(y0, y1, depth_padded, reached_padded, reached_sum, reached_count):
+    for y in range(y0, y1):
         _window3_row(depth_padded[y], depth_padded[y + 1], depth_padded[y + 2], reached_padded[y], reached_padded[y + 1],
                      reached_padded[y + 2], reached_sum[y], reached_count[y])
 
@@ -600,7 +700,7 @@ def _window3_row(up, here, down, on_up, on_here, on_down, total, count):
                     + on_down[x] + on_down[x + 1] + on_down[x + 2])
 
 
-@numba.njit(inline="always")
+@numba.njit(**_JIT)
 def _tolerance(z, slope_per_px, sigmas, sigma_at_1m, exponent, two_quantum):
     """segments_3d.SegmentMeasurer.step_tolerance at one depth, in float32 as numpy
     computes it there (DepthNoise.sigma's three forms)."""
