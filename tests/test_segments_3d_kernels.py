@@ -367,6 +367,9 @@ def test_row_bands_wait_for_every_band_and_raise_its_error():
     with pytest.raises(ValueError, match="worker's band"):
         bands(loop, 10, out)
     assert out[:5].sum() == 5
+    out[:] = 0  # the failed band's worker takes the next band
+    assert [part[2] for part in bands(lambda start, stop, out: loop(0, stop - start, out[start:stop]), 10, out)] == [5, 5]
+    assert out.sum() == 10
     with pytest.raises(ValueError, match="threads"):
         RowBands(0)
     with pytest.raises(ValueError, match="threads"):
