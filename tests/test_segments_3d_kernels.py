@@ -230,11 +230,18 @@ def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
     np.fmax.at(farthest, c, z)
     assert np.array_equal(stats["top"], top)
     assert np.array_equal(stats["nearest"], nearest, equal_nan=True) and np.array_equal(stats["farthest"], farthest, equal_nan=True)
+    at_top = level == top[c]  # the samples at their component's deepest ring
+    nearest[:], farthest[:] = np.nan, np.nan
+    np.fmin.at(nearest, c[at_top], z[at_top])
+    np.fmax.at(farthest, c[at_top], z[at_top])
+    assert np.array_equal(stats["surface_nearest"], nearest, equal_nan=True)
+    assert np.array_equal(stats["surface_farthest"], farthest, equal_nan=True)
+    assert (nearest > stats["nearest"]).any()  # the deepest ring's range is not the whole component's
     segment = np.zeros(size, np.int64)
     segment[c] = ids.ravel()[at]
     assert np.array_equal(stats["segment"], segment)
 
-    accepted, _, _ = measurer._segment_surfaces(stats, n, 525.0, comp, ids, s.inward, depth)  # as the call did
+    accepted, _, _ = measurer._segment_surfaces(stats, n, 525.0)  # as the call did
     on = accepted[comp]
     want = ((s.inward >= deep) | s.ridge) & on
     for level in range(deep - 1, -1, -1):

@@ -70,7 +70,6 @@ from ovseg_ros.segments_3d_kernels import (
     reach_outwards,
     reached_sums,
     serial,
-    surface_depth_range,
 )
 
 RAW_STEP_SIGMAS = 3 * np.sqrt(2)  # 3 sigma of the difference of two neighbouring raw pixels
@@ -115,7 +114,6 @@ class _Scratch:
         self.row_buffers = np.empty((2, width), np.uint8)
         self.reached_sum, self.reached_count = np.empty(shape, np.float32), np.empty(shape, np.uint16)
         self.ring_total, self.ring_count = np.empty(shape, np.float32), np.empty(shape, np.uint8)  # outside_nearby's
-        self.samples = np.empty(-(-height // STATS_STRIDE) * -(-width // STATS_STRIDE), np.int64)  # component_stats'
         words = -(-height * width // 8)  # margin_candidates reads its flags 8 bytes at a time
         self.margin_flags = np.empty(8 * words, np.uint8)
         self.margin_at, self.margin_kind = np.empty(8 * words, np.int64), np.empty(8 * words, np.uint8)
@@ -222,7 +220,7 @@ class SegmentMeasurer:
         self._smooth_and_cut(raw, focal)  # scratch.smooth_padded; scratch.cut: also every pixel without valid depth
         comp, count = self._components(ids, inward)
         stats = self._component_stats(comp, count, ids, inward, raw, deep)
-        accepted, low, high = self._segment_surfaces(stats, n, focal, comp, ids, inward, raw)
+        accepted, low, high = self._segment_surfaces(stats, n, focal)
         reached = self._reach(comp, accepted, inward, deep)
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
         # reached 3x3 neighbours, and their number
@@ -291,17 +289,13 @@ class SegmentMeasurer:
     def _component_stats(self, comp, size, ids, inward, raw, deep):
         """Per component, from every STATS_STRIDE-th pixel each way: its segment, interior
         score (squared distance from the mask's edge), samples beyond the margin or on a
-        ridge, deepest level, nearest and farthest depth. One compiled pass
-        (segments_3d_kernels.component_stats)."""
-        stats = {"segment": np.zeros(size, np.int64), "score": np.zeros(size), "deep": np.zeros(size),
-                 "top": np.zeros(size, np.uint8), "nearest": np.full(size, np.nan, np.float32),
-                 "farthest": np.full(size, np.nan, np.float32)}
-        samples = self._scratch.samples
-        count = component_stats(comp, ids, inward, self._scratch.ridge, raw, STATS_STRIDE, deep, *stats.values(), samples)
-        stats["samples"] = samples[:count]
-        return stats
+        ridge, deepest level, nearest and farthest depth, and those at its deepest level.
+        Compiled (segments_3d_kernels.component_stats)."""
+        names = ("segment", "score", "deep", "top", "nearest", "farthest", "surface_nearest", "surface_farthest")
+        values = component_stats(comp, ids, inward, self._scratch.ridge, raw, STATS_STRIDE, deep, size, self._rows)
+        return dict(zip(names, values))
 
-    def _segment_surfaces(self, stats, n, focal, comp, ids, inward, raw):
+    def _segment_surfaces(self, stats, n, focal):
         """Step 3: which components are their segment's surface (bool per component)."""
         segment, score = stats["segment"], stats["score"]
         candidates = np.flatnonzero((score > 0) & (segment >= 1) & (segment <= n))
@@ -312,11 +306,9 @@ class SegmentMeasurer:
         order = candidates[np.lexsort((score[candidates], segment[candidates]))]
         owner = segment[order]
         last = np.r_[owner[1:] != owner[:-1], True]
-        main = np.zeros(n + 1, np.int64)
-        main[owner[last]] = order[last]
         accepted[order[last]] = True
         # the main surface's depth range: its samples at the deepest level it reaches
-        surface_depth_range(stats["samples"], comp, ids, inward, raw, main, stats["top"], low, high)
+        low[owner[last]], high[owner[last]] = stats["surface_nearest"][order[last]], stats["surface_farthest"][order[last]]
         # further pieces of the same surface: beyond the margin or a thin part's ridge,
         # within its depth range (an object that a pole in front of it splits in two, a
         # pole on a crate that noise cuts off)

@@ -582,46 +582,66 @@ def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest):
                 highest[axis, s, k] = key
 
 
-@numba.njit(**_JIT)
-def component_stats(comp, ids, inward, ridge, raw, stride, deep, segment, score, beyond, top, nearest, farthest, samples):
-    """Per component (segments_3d.SegmentMeasurer._component_stats), from every
-    stride-th pixel each way, in image order: its id (segment), the sum of its samples'
+def component_stats(comp, ids, inward, ridge, raw, stride, deep, size, rows=serial):
+    """Per component 0..size-1 (segments_3d.SegmentMeasurer._component_stats), from
+    every stride-th pixel each way: its id (segment, int64), the sum of its samples'
     squared ring numbers (score, float64 of float32 squares, as np.bincount adds them),
-    its samples at least `deep` rings in or on a ridge (beyond), its deepest ring (top),
-    its nearest and farthest raw depth (NaN before any). The samples' flat indices go
-    into `samples`; returns how many. 2D indexing throughout: a row view per sample would
-    cost more than the sample."""
-    height, width = comp.shape
-    least = np.uint8(deep)
-    count = 0
-    for y in range(0, height, stride):
+    its samples at least `deep` rings in or on a ridge (beyond, float64), its deepest
+    ring (top, uint8), its nearest and farthest raw depth, and those of its samples at
+    its deepest ring (surface_nearest, surface_farthest; float32, NaN for none). In bands
+    of sample rows (rows: serial or a RowBands), each into its own arrays, then merged:
+    the scores are sums of small integers and the rest minima, maxima and counts, so any
+    order of samples gives the same values. The components' pixels all have depth."""
+    parts = rows(_component_stats_rows, -(-comp.shape[0] // stride), comp, ids, inward, ridge.view(np.uint8), raw,
+                 stride, np.uint8(deep), size)
+    stats = parts[0][2]
+    for _, _, band in parts[1:]:
+        _merge_component_stats(stats, band)
+    return stats
+
+
+@numba.njit(**_JIT)
+def _component_stats_rows(r0, r1, comp, ids, inward, ridge, raw, stride, least, size):
+    segment, score, beyond, top = np.zeros(size, np.int64), np.zeros(size), np.zeros(size), np.zeros(size, np.uint8)
+    nearest, farthest = np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32)
+    surface_nearest, surface_farthest = np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32)
+    width = comp.shape[1]
+    for y in range(r0 * stride, r1 * stride, stride):  # 2D indexing: a row view per sample would cost more than it
         for x in range(0, width, stride):
             c = comp[y, x]
             if c == 0:
                 continue
-            samples[count] = y * width + x
-            count += 1
-            level = inward[y, x]
+            level, z = inward[y, x], raw[y, x]
             segment[c] = ids[y, x]
             weight = np.float32(level)
             score[c] += np.float64(weight * weight)
-            beyond[c] += 1.0 if (level >= least) | ridge[y, x] else 0.0
-            top[c] = max(top[c], level)
-            _widen(nearest, farthest, c, raw[y, x])
-    return count
+            beyond[c] += 1.0 if (level >= least) | (ridge[y, x] != 0) else 0.0
+            _widen(nearest, farthest, c, z)
+            if level > top[c]:  # a component's pixels are at least one ring in: the first sample sets it
+                top[c], surface_nearest[c], surface_farthest[c] = level, z, z
+            elif level == top[c]:
+                _widen(surface_nearest, surface_farthest, c, z)
+    return segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest
 
 
 @numba.njit(**_JIT)
-def surface_depth_range(samples, comp, ids, inward, raw, main, top, low, high):
-    """Per segment s, the nearest and farthest raw depth (NaN for none) of the samples
-    (component_stats', flat indices) of its main surface, component main[s], at that
-    component's deepest ring (top)."""
-    comp, ids, inward, raw = comp.ravel(), ids.ravel(), inward.ravel(), raw.ravel()
-    last = main.size - 1
-    for i in samples:
-        c, s = comp[i], ids[i]
-        if main[min(s, last)] == c and inward[i] >= top[c]:
-            _widen(low, high, s, raw[i])
+def _merge_component_stats(stats, band):
+    """Another band's component_stats into `stats`."""
+    segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest = stats
+    for c in range(segment.size):
+        level = band[3][c]
+        if level == 0:  # no sample in that band
+            continue
+        segment[c] = band[0][c]
+        score[c] += band[1][c]
+        beyond[c] += band[2][c]
+        _widen(nearest, farthest, c, band[4][c])
+        _widen(nearest, farthest, c, band[5][c])
+        if level > top[c]:
+            top[c], surface_nearest[c], surface_farthest[c] = level, band[6][c], band[7][c]
+        elif level == top[c]:
+            _widen(surface_nearest, surface_farthest, c, band[6][c])
+            _widen(surface_nearest, surface_farthest, c, band[7][c])
 
 
 @numba.njit(**_JIT)
