@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import make_camera_info, make_header
 
 from ovseg_ros.depth import POINT_DTYPE, DepthError, DepthNoise, Intrinsics, decode_depth, point_cloud
 from ovseg_ros.segments_3d import SegmentMeasurer, SelectionTimer, _quantiles, _Scratch, segment_geometry
+from ovseg_ros.segments_3d_kernels import RowBands, serial
+from support import make_camera_info, make_header
 
 HEIGHT, WIDTH = 480, 640
 K = Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5)
@@ -135,10 +136,11 @@ def test_trimmed_extremes_are_order_statistics_at_any_span():
     # and so does keeping each segment's few extreme keys in one pass
     fractional = np.minimum(0.013 * counts, np.maximum(counts - 1, 0) / 2)  # between neighbours
     two = np.bincount(np.r_[segs, 6, 6], minlength=7)  # a segment of two points: cut 0.5, the mean of both
-    for select in ("partition", "extremes"):
+    # (extremes also on 2 and 3 bands of the points, merged: the same keys)
+    for select, rows in (("partition", serial), ("extremes", serial), ("extremes", RowBands(2)), ("extremes", RowBands(3))):
         for c, n in ((cut, counts), (fractional, counts), (np.minimum(1, np.maximum(two - 1, 0) / 2), two)):
             s, v = (segs, xyz) if n is counts else (np.r_[segs, 6, 6], np.c_[xyz, [[1, 2]] * 3].astype(np.float32))
-            by_sort, other = _quantiles(s, v, n, c), _quantiles(s, v, n, c, select=select)
+            by_sort, other = _quantiles(s, v, n, c), _quantiles(s, v, n, c, select=select, rows=rows)
             has = n > 0  # a segment without points has no box, whatever these say
             assert np.array_equal(by_sort[0][has], other[0][has]) and np.array_equal(by_sort[1][has], other[1][has]), select
 

@@ -246,7 +246,7 @@ class SegmentMeasurer:
         counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
         if cut.max() <= EXTREMES_UP_TO:  # the usual few points off each end: no sort
-            low, high = _quantiles(segs, xyz, counts, cut, select="extremes")
+            low, high = _quantiles(segs, xyz, counts, cut, select="extremes", rows=self._rows)
         else:
             low, high = self._select(segs, xyz, counts, cut)
         has = np.flatnonzero(counts > 0)
@@ -419,7 +419,7 @@ def segment_geometry(panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrin
 
 
 def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.ndarray, resolution: float = 1e-4,
-               select: str = "sort"):
+               select: str = "sort", rows=serial):
     """Per segment and axis ([n, 3] each), the values with `cut[segment]` of the segment's
     values below (low) and above (high); linear between neighbours for a fractional cut.
 
@@ -430,7 +430,8 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     whole span, so sorted keys keep segments apart and in order), "partition"
     (np.partition at just those positions) or "extremes" (one compiled pass keeping each
     segment's few smallest and largest counts: for small cuts; segments_3d_kernels.
-    extreme_keys). The same keys at those ranks each way, so the same result."""
+    extreme_keys, on bands of the points: rows, serial or a RowBands). The same keys at
+    those ranks each way, so the same result."""
     n = len(counts)
     start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
     positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
@@ -443,16 +444,16 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
         from_top = start + counts - 1 - np.stack([below[1], above[1]])
         depth = int(max(from_bottom[:, counts > 0].max(initial=0), from_top[:, counts > 0].max(initial=0))) + 1
         from_bottom, from_top = np.clip(from_bottom, 0, depth - 1), np.clip(from_top, 0, depth - 1)  # no points: any
-        rows = np.arange(n)
+        each = np.arange(n)
     segment = segs.astype(np.int32)
     origin = xyz.min(axis=1).astype(np.float64)
     span = xyz.max(axis=1).astype(np.float64) - origin
     step = np.maximum(resolution, span * n / 2**30)
     if select == "extremes":
         lowest, highest = np.full((3, n, depth), np.iinfo(np.int32).max, np.int32), np.full((3, n, depth), -1, np.int32)
-        extreme_keys(segment, xyz, origin.astype(np.float32), (1 / step).astype(np.float32), lowest, highest)
+        extreme_keys(segment, xyz, origin.astype(np.float32), (1 / step).astype(np.float32), lowest, highest, rows)
         # [axis, below/above, low/high end, segment]
-        keys = np.stack([np.stack([lowest[:, rows, from_bottom[k]], highest[:, rows, from_top[k]]], axis=1)
+        keys = np.stack([np.stack([lowest[:, each, from_bottom[k]], highest[:, each, from_top[k]]], axis=1)
                          for k in (0, 1)], axis=1).astype(np.int64)
         low, high = keys[:, 0], keys[:, 1]
         out = (low + fraction * (high - low) + 0.5) * step[:, None, None] + origin[:, None, None]  # [axis, end, segment]

@@ -555,17 +555,28 @@ def _ring_neighbours(y0, y1, smooth_padded, ids_padded, rim, inward, ring_total,
 _RING_STEPS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-@numba.njit(**_JIT)
-def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest):
+def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest, rows=serial):
     """Per axis and segment the lowest.shape[2] smallest and largest keys (ascending and
     descending, int32) of its values, a key being int32((value - origin[axis]) *
     inverse_step[axis]) in float32 as numpy computes it (segments_3d._quantiles).
     lowest and highest ([3, segments, depth]) start at the int32 maximum and -1. One
-    pass: a value enters a row only when it beats the row's last."""
+    pass: a value enters a row only when it beats the row's last. In bands of the
+    values (rows: serial or a RowBands), the first into lowest and highest, the others
+    into tables of their own merged into them after: the smallest keys of two sets are
+    the smallest of their smallest, whatever the order."""
+    parts = rows(_extreme_key_rows, segment.size, segment, xyz, origin, inverse_step, lowest, highest)
+    for start, _, band in parts[1:]:
+        _merge_extremes(lowest, highest, *band)
+
+
+@numba.njit(**_JIT)
+def _extreme_key_rows(j0, j1, segment, xyz, origin, inverse_step, lowest, highest):
+    if j0 > 0:  # not the first band: tables of its own
+        lowest, highest = np.full_like(lowest, np.iinfo(np.int32).max), np.full_like(highest, -1)
     last = lowest.shape[2] - 1
     for axis in range(3):
         values, start, scale = xyz[axis], np.float32(origin[axis]), np.float32(inverse_step[axis])
-        for i in range(values.size):
+        for i in range(j0, j1):
             key = np.int32((values[i] - start) * scale)
             s = segment[i]
             if key < lowest[axis, s, last]:
@@ -580,6 +591,34 @@ def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest):
                     highest[axis, s, k] = highest[axis, s, k - 1]
                     k -= 1
                 highest[axis, s, k] = key
+    return lowest, highest
+
+
+@numba.njit(**_JIT)
+def _merge_extremes(lowest, highest, band_lowest, band_highest):
+    """Another band's tables into lowest and highest: per row, the smallest (largest) of
+    both sorted rows, sorted."""
+    depth = lowest.shape[2]
+    merged = np.empty(depth, np.int32)
+    for axis in range(3):
+        for s in range(lowest.shape[1]):
+            _merge_row(lowest[axis, s], band_lowest[axis, s], merged, 1)
+            _merge_row(highest[axis, s], band_highest[axis, s], merged, -1)
+
+
+@numba.njit(**_JIT)
+def _merge_row(row, other, merged, sign):
+    """row and other, each sorted (ascending for sign 1, descending for -1): their first
+    row.size of the two merged, into row."""
+    i = k = 0
+    for m in range(row.size):
+        if sign * row[i] <= sign * other[k]:
+            merged[m] = row[i]
+            i += 1
+        else:
+            merged[m] = other[k]
+            k += 1
+    row[:] = merged
 
 
 def component_stats(comp, ids, inward, ridge, raw, stride, deep, size, rows=serial):
@@ -602,46 +641,63 @@ def component_stats(comp, ids, inward, ridge, raw, stride, deep, size, rows=seri
 
 @numba.njit(**_JIT)
 def _component_stats_rows(r0, r1, comp, ids, inward, ridge, raw, stride, least, size):
-    segment, score, beyond, top = np.zeros(size, np.int64), np.zeros(size), np.zeros(size), np.zeros(size, np.uint8)
-    nearest, farthest = np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32)
-    surface_nearest, surface_farthest = np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32)
+    stats = (np.zeros(size, np.int64), np.zeros(size), np.zeros(size), np.zeros(size, np.uint8),
+             np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32),
+             np.full(size, np.nan, np.float32))
     width = comp.shape[1]
-    for y in range(r0 * stride, r1 * stride, stride):  # 2D indexing: a row view per sample would cost more than it
-        for x in range(0, width, stride):
-            c = comp[y, x]
+    for y in range(r0 * stride, r1 * stride, stride):
+        # a run of one component's samples along the row adds up in registers, then into
+        # its arrays: a read-modify-write of the same array element per sample is a chain
+        # through memory
+        current, segment = 0, 0
+        score = beyond = 0.0
+        top = np.uint8(0)
+        nearest = farthest = surface_nearest = surface_farthest = np.float32(0)
+        for x in range(0, width + stride, stride):
+            c = comp[y, x] if x < width else 0  # past the row's end: ends its last run
+            if c != current:
+                if current != 0:
+                    _add_run(stats, current, segment, score, beyond, top, nearest, farthest, surface_nearest,
+                             surface_farthest)
+                current, score, beyond, top = c, 0.0, 0.0, np.uint8(0)
+                nearest, farthest = _INF, -_INF
             if c == 0:
                 continue
-            level, z = inward[y, x], raw[y, x]
-            segment[c] = ids[y, x]
+            level, z = inward[y, x], raw[y, x]  # a component's pixels have depth and are a ring in or more
+            segment = ids[y, x]
             weight = np.float32(level)
-            score[c] += np.float64(weight * weight)
-            beyond[c] += 1.0 if (level >= least) | (ridge[y, x] != 0) else 0.0
-            _widen(nearest, farthest, c, z)
-            if level > top[c]:  # a component's pixels are at least one ring in: the first sample sets it
-                top[c], surface_nearest[c], surface_farthest[c] = level, z, z
-            elif level == top[c]:
-                _widen(surface_nearest, surface_farthest, c, z)
-    return segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest
+            score += np.float64(weight * weight)
+            beyond += 1.0 if (level >= least) | (ridge[y, x] != 0) else 0.0
+            nearest, farthest = min(nearest, z), max(farthest, z)
+            deeper, same = level > top, level == top
+            surface_nearest = z if deeper else (min(surface_nearest, z) if same else surface_nearest)
+            surface_farthest = z if deeper else (max(surface_farthest, z) if same else surface_farthest)
+            top = max(top, level)
+    return stats
+
+
+@numba.njit(**_JIT)
+def _add_run(stats, c, segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest):
+    """One run's (or band's) sums, extremes and deepest ring into component c's."""
+    stats[0][c] = segment
+    stats[1][c] += score
+    stats[2][c] += beyond
+    _widen(stats[4], stats[5], c, nearest)
+    _widen(stats[4], stats[5], c, farthest)
+    if top > stats[3][c]:
+        stats[3][c], stats[6][c], stats[7][c] = top, surface_nearest, surface_farthest
+    elif top == stats[3][c]:
+        _widen(stats[6], stats[7], c, surface_nearest)
+        _widen(stats[6], stats[7], c, surface_farthest)
 
 
 @numba.njit(**_JIT)
 def _merge_component_stats(stats, band):
     """Another band's component_stats into `stats`."""
-    segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest = stats
-    for c in range(segment.size):
-        level = band[3][c]
-        if level == 0:  # no sample in that band
-            continue
-        segment[c] = band[0][c]
-        score[c] += band[1][c]
-        beyond[c] += band[2][c]
-        _widen(nearest, farthest, c, band[4][c])
-        _widen(nearest, farthest, c, band[5][c])
-        if level > top[c]:
-            top[c], surface_nearest[c], surface_farthest[c] = level, band[6][c], band[7][c]
-        elif level == top[c]:
-            _widen(surface_nearest, surface_farthest, c, band[6][c])
-            _widen(surface_nearest, surface_farthest, c, band[7][c])
+    for c in range(band[0].size):
+        if band[3][c] != 0:  # a sample in that band
+            _add_run(stats, c, band[0][c], band[1][c], band[2][c], band[3][c], band[4][c], band[5][c], band[6][c],
+                     band[7][c])
 
 
 @numba.njit(**_JIT)
