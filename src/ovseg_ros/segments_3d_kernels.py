@@ -466,25 +466,37 @@ def _interior_nearby(j0, j1, smooth_padded, inward, reached, deep, at, flat_sum,
     total, count = np.zeros(width, np.float64), np.zeros(width, np.int32)
     first = at[j0] // width
     for y in range(max(first - deep, 0), min(first + deep, height)):  # rows first - deep .. first + deep - 1
-        _add_interior_row(smooth_padded[y + 2], inward[y], reached[y], least, total, count, 1)
+        _slide_interior_rows(smooth_padded[y + 2], inward[y], reached[y], np.uint8(1), smooth_padded[0], inward[0],
+                             reached[0], np.uint8(0), least, total, count)
     j = j0
     for y in range(first, height):
         if j == j1:
             break
-        if y + deep < height:
-            _add_interior_row(smooth_padded[y + deep + 2], inward[y + deep], reached[y + deep], least, total, count, 1)
-        if y - deep - 1 >= 0 and y > first:
-            _add_interior_row(smooth_padded[y - deep + 1], inward[y - deep - 1], reached[y - deep - 1], least, total, count,
-                              -1)
+        # the window's rows move down one: row y + deep comes in, row y - deep - 1 goes
+        come, go = min(y + deep, height - 1), max(y - deep - 1, 0)
+        _slide_interior_rows(smooth_padded[come + 2], inward[come], reached[come], np.uint8(y + deep < height),
+                             smooth_padded[go + 2], inward[go], reached[go], np.uint8((y - deep - 1 >= 0) & (y > first)),
+                             least, total, count)
         row_end = (y + 1) * width
+        # along the row the window slides too: columns that come in are added, those that
+        # go are taken away (float64 sums of float32 depths are exact, so this is the sum
+        # from scratch, bit for bit)
+        lo, hi = 0, -1  # the columns summed: none yet
+        window_sum, window_count = 0.0, 0
         while j < j1 and at[j] < row_end:
             i = at[j]
             x = i - y * width
             own[j] = smooth_padded[y + 2, x + 2]
-            window_sum, window_count = 0.0, 0
-            for c in range(max(x - deep, 0), min(x + deep + 1, width)):
+            new_lo, new_hi = max(x - deep, 0), min(x + deep, width - 1)
+            if new_lo > hi:  # no column in common: from scratch
+                lo, hi, window_sum, window_count = new_lo, new_lo - 1, 0.0, 0
+            for c in range(hi + 1, new_hi + 1):
                 window_sum += total[c]
                 window_count += count[c]
+            for c in range(lo, new_lo):
+                window_sum -= total[c]
+                window_count -= count[c]
+            lo, hi = new_lo, new_hi
             if window_count > 0:
                 out[j] = np.float32(window_sum) / np.float32(window_count)
             else:
@@ -493,14 +505,16 @@ def _interior_nearby(j0, j1, smooth_padded, inward, reached, deep, at, flat_sum,
 
 
 @numba.njit(**_JIT)
-def _add_interior_row(depth_padded, level, on, least, total, count, sign):
-    """Adds (sign 1) or takes away (sign -1) one row's interior depths and count."""
-    depth = depth_padded[2:]
-    weight, step = np.float64(sign), np.int32(sign)
+def _slide_interior_rows(come_padded, come_level, come_on, come_ok, go_padded, go_level, go_on, go_ok, least, total,
+                         count):
+    """Adds one row's interior depths and count (come, where come_ok) and takes another's
+    away (go, where go_ok): one pass, branch-free."""
+    come, go = come_padded[2:], go_padded[2:]
     for x in range(total.size):
-        take = np.uint8(level[x] >= least) & on[x]
-        total[x] += weight * (np.float64(depth[x]) if take else 0.0)
-        count[x] += step * np.int32(take)
+        take_come = np.uint8(come_level[x] >= least) & come_on[x] & come_ok
+        take_go = np.uint8(go_level[x] >= least) & go_on[x] & go_ok
+        total[x] += ((np.float64(come[x]) if take_come else 0.0) - (np.float64(go[x]) if take_go else 0.0))
+        count[x] += np.int32(take_come) - np.int32(take_go)
 
 
 def outside_nearby(smooth_padded, ids_padded, rim, inward, at, ring_total, ring_count, out, rows=serial):
