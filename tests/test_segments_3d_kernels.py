@@ -20,8 +20,10 @@ from ovseg_ros.segments_3d import KINK_SIGMAS, MEDIAN_STEP_SIGMAS, OUTLIER_SIGMA
 from ovseg_ros.segments_3d_kernels import (
     RowBands,
     box_points,
+    box_samples,
     depth_edge_cuts,
     doubtful_pixels,
+    drop_pixels,
     interior_nearby,
     kept_candidates,
     margin_candidates,
@@ -249,6 +251,35 @@ def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
         want |= grown.view(bool) & (s.inward == level) & on
     got = measurer._reach(comp, accepted, s.inward, deep)
     assert np.array_equal(got, want) and want.sum() > 1000 and (want & (s.inward < deep)).any()
+
+
+def test_box_samples_and_dropped_pixels_equal_their_numpy_form(measured):
+    """box_samples against the numpy it replaced: the reached interior on every stride-th
+    pixel each way (grid order), then the margin's pixels; their segment indices, counts
+    and surface points by np.bincount. drop_pixels against a boolean index."""
+    measurer, ids, _, n = measured
+    s, deep, stride = measurer._scratch, measurer.mask_margin + 1, measurer.stride
+    rng = np.random.default_rng(0)
+    inside = (ids >= 1) & (ids <= n)
+    edge_at = np.flatnonzero(inside.ravel() & (s.inward.ravel() < deep) & (rng.random(ids.size) < 0.5))
+    grid = np.arange(ids.size).reshape(ids.shape)[::stride, ::stride].ravel()
+    interior = grid[s.reached.ravel()[grid] & (s.inward.ravel()[grid] >= deep) & inside.ravel()[grid]]
+    want_at = np.concatenate([interior, edge_at])
+    want_segs = ids.ravel()[want_at].astype(np.int64) - 1
+    want_points = np.bincount(want_segs[:interior.size], minlength=n) * stride * stride
+    want_points += np.bincount(want_segs[interior.size:], minlength=n)
+    at, segs = np.empty(grid.size + edge_at.size, np.int64), np.empty(grid.size + edge_at.size, np.int32)
+    counts, points = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    k = box_samples(s.reached, s.inward, ids, deep, n, stride, edge_at, at, segs, counts, points)
+    assert np.array_equal(at[:k], want_at) and np.array_equal(segs[:k], want_segs)
+    assert np.array_equal(counts, np.bincount(want_segs, minlength=n)) and np.array_equal(points, want_points)
+    assert interior.size > 100 and edge_at.size > 100
+    which = np.sort(rng.choice(edge_at.size, edge_at.size // 3, replace=False))
+    drop = rng.random(which.size) < 0.5
+    gone = np.zeros(edge_at.size, bool)
+    gone[which[drop]] = True
+    kept = edge_at.copy()
+    assert np.array_equal(kept[:drop_pixels(kept, which, drop)], edge_at[~gone]) and gone.any()
 
 
 def test_reached_sums_and_box_points_equal_box_filters(measured):

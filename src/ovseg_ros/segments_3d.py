@@ -56,9 +56,11 @@ from ovseg_ros.depth import DepthError, DepthNoise, Intrinsics, backproject
 from ovseg_ros.segments_3d_kernels import (
     RowBands,
     box_points,
+    box_samples,
     component_stats,
     depth_edge_cuts,
     doubtful_pixels,
+    drop_pixels,
     extreme_keys,
     interior_nearby,
     kept_candidates,
@@ -159,7 +161,6 @@ class SegmentMeasurer:
         self.noise, self.mask_margin, self.trim, self.min_trim, self.stride = noise, mask_margin, trim, min_trim, stride
         self.slope = float(np.tan(np.radians(max_slope_deg)))
         self._scratch: _Scratch | None = None
-        self._grids: dict = {}
         self._ray_cache: tuple | None = None
         self._select = SelectionTimer()
         self._rows = RowBands(threads)
@@ -225,25 +226,20 @@ class SegmentMeasurer:
         # shared by the margin's and the box's steps: raw depth summed over each pixel's
         # reached 3x3 neighbours, and their number
         reached_sums(raw, scratch.reached_padded, scratch.depth_padded, scratch.reached_sum, scratch.reached_count, self._rows)
-        edge_at, edge_seg = self._kept_margin(ids, inward, raw, reached, low, high, n, deep, focal)
-        # the interior: every stride-th pixel each way
+        edge_at = self._kept_margin(ids, inward, raw, reached, low, high, n, deep, focal)
+        # the box's points: the interior's every stride-th pixel each way, and the margin's
+        # kept pixels; per segment their number, and the points on its surface (the
+        # interior's estimated from its sample, the margin's counted)
         stride = self.stride
-        pick = np.flatnonzero(reached[::stride, ::stride].ravel() & (inward[::stride, ::stride].ravel() >= deep))
-        interior_at = self._grid(raw.shape, stride)[pick]
-        interior_seg = ids.ravel().take(interior_at).astype(np.int64)
-        inside = interior_seg <= n
-        interior_at, interior_seg = interior_at[inside], interior_seg[inside]
-        # points on each surface: the interior's estimated from its sample, the margin's counted
-        points[:n] = np.bincount(interior_seg, minlength=n + 1)[1:] * stride * stride
-        points[:n] += np.bincount(edge_seg, minlength=n + 1)[1:]
-        at = np.concatenate([interior_at, edge_at])
-        segs = np.concatenate([interior_seg, edge_seg]) - 1
+        at = np.empty(-(-raw.shape[0] // stride) * -(-raw.shape[1] // stride) + edge_at.size, np.int64)
+        segs, counts = np.empty(at.size, np.int32), np.zeros(n, np.int64)
+        at = at[:box_samples(reached, inward, ids, deep, n, stride, edge_at, at, segs, counts, points[:n])]
+        segs = segs[:at.size]
         if at.size == 0:
             return SegmentGeometry(center, size, points)
         ray_x, ray_y = self._rays(intrinsics, raw.shape)
         xyz = np.empty((3, at.size), np.float32)
         box_points(at, raw, ray_x, ray_y, reached, scratch.reached_sum, scratch.reached_count, xyz, self._rows)
-        counts = np.bincount(segs, minlength=n)
         cut = np.minimum(np.maximum(self.min_trim, np.floor(self.trim * counts)), np.maximum(counts - 1, 0) / 2)
         if cut.max() <= EXTREMES_UP_TO:  # the usual few points off each end: no sort
             low, high = _quantiles(segs, xyz, counts, cut, select="extremes", rows=self._rows)
@@ -278,13 +274,6 @@ class SegmentMeasurer:
         open_ &= ~scratch.cut  # the cut pixels include those without depth
         count, comp = cv2.connectedComponents(open_.view(np.uint8), labels=scratch.comp, connectivity=4, ltype=cv2.CV_32S)
         return comp, count
-
-    def _grid(self, shape, stride):
-        """Flat image indices of every `stride`-th pixel each way, in grid order."""
-        key = (shape, stride)
-        if key not in self._grids:
-            self._grids[key] = np.arange(shape[0] * shape[1]).reshape(shape)[::stride, ::stride].ravel()
-        return self._grids[key]
 
     def _component_stats(self, comp, size, ids, inward, raw, deep):
         """Per component, from every STATS_STRIDE-th pixel each way: its segment, interior
@@ -332,7 +321,7 @@ class SegmentMeasurer:
         return scratch.reached
 
     def _kept_margin(self, ids, inward, raw, reached, low, high, n, deep, focal):
-        """Step 4b: the margin pixels kept (flat indices, segment ids).
+        """Step 4b: the margin pixels kept (flat indices, ascending).
 
         Kept: those the surface reached; those cut from no surface that continue the
         mean of their reached neighbours further in (the outermost ring; flying pixels
@@ -356,10 +345,8 @@ class SegmentMeasurer:
             ref_out = self._outside_nearby(at[doubtful], inward)
             beyond = np.empty(doubtful.size, bool)
             nearer_outside(ref_in[doubtful], ref_out, zs[doubtful], slope_per_px, MEDIAN_STEP_SIGMAS, *noise_terms, beyond)
-            drop = np.zeros(at.size, bool)
-            drop[doubtful[beyond]] = True
-            at = at[~drop]
-        return at, ids.ravel().take(at).astype(np.int64)
+            at = at[:drop_pixels(at, doubtful, beyond)]
+        return at
 
     def _interior_nearby(self, at, inward, reached, deep):
         """At margin pixels `at`, the depth of the segment's own interior nearby: the mean

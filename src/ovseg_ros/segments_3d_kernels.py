@@ -777,6 +777,52 @@ def _unpad_row(padded, out):
         out[x] = padded[x + 1]
 
 
+@numba.njit(**_JIT)
+def box_samples(reached, inward, ids, deep, last_id, stride, edge_at, at, segs, counts, points):
+    """The pixels a box is measured on: every stride-th pixel each way that is reached
+    and at least `deep` rings in (its id 1..last_id), in grid order, then the margin's
+    kept pixels edge_at. Into `at` their flat indices, into `segs` their segment index
+    (id - 1, int32); per segment index into `counts` their number and into `points` the
+    depth points on its surface (the interior's sample times stride^2, plus the
+    margin's). counts and points start at 0. Returns how many."""
+    height, width = ids.shape
+    reached8, least = reached.view(np.uint8), np.uint8(deep)
+    k = 0
+    for y in range(0, height, stride):
+        for x in range(0, width, stride):
+            s = np.int64(ids[y, x])
+            if reached8[y, x] != 0 and inward[y, x] >= least and 1 <= s <= last_id:
+                at[k], segs[k] = y * width + x, s - 1
+                counts[s - 1] += 1
+                k += 1
+    for s in range(last_id):
+        points[s] = counts[s] * stride * stride
+    flat = ids.ravel()
+    for i in edge_at:
+        s = np.int64(flat[i])
+        if 1 <= s <= last_id:  # margin_candidates' pixels all are
+            at[k], segs[k] = i, s - 1
+            counts[s - 1] += 1
+            points[s - 1] += 1
+            k += 1
+    return k
+
+
+@numba.njit(**_JIT)
+def drop_pixels(at, which, drop):
+    """at less its items at positions which[j] where drop[j] (which ascending), in place;
+    returns how many are left."""
+    kept = k = 0
+    for j in range(at.size):
+        while k < which.size and which[k] < j:
+            k += 1
+        if k < which.size and which[k] == j and drop[k]:
+            continue
+        at[kept] = at[j]
+        kept += 1
+    return kept
+
+
 def box_points(at, raw, ray_x, ray_y, reached, reached_sum, reached_count, xyz, rows=serial):
     """The points the box is measured on, into xyz (3 x len(at), float32): x and y on the
     ray at the raw depth, z the depth averaged over the pixel's reached 3x3 neighbours
