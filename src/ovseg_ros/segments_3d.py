@@ -61,7 +61,9 @@ from ovseg_ros.segments_3d_kernels import (
     depth_edge_cuts,
     doubtful_pixels,
     drop_pixels,
+    extreme_ends,
     extreme_keys,
+    extreme_ranks,
     interior_nearby,
     kept_candidates,
     margin_candidates,
@@ -420,31 +422,23 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     extreme_keys, on bands of the points: rows, serial or a RowBands). The same keys at
     those ranks each way, so the same result."""
     n = len(counts)
+    segment = segs.astype(np.int32, copy=False)
+    origin = xyz.min(axis=1).astype(np.float64)
+    span = xyz.max(axis=1).astype(np.float64) - origin
+    step = np.maximum(resolution, span * n / 2**30)
+    if select == "extremes":
+        from_bottom, from_top, fraction, depth = extreme_ranks(counts.astype(np.int64, copy=False), cut)
+        lowest, highest = np.full((3, n, depth), np.iinfo(np.int32).max, np.int32), np.full((3, n, depth), -1, np.int32)
+        extreme_keys(segment, xyz, origin.astype(np.float32), (1 / step).astype(np.float32), lowest, highest, rows)
+        low, high = np.empty((n, 3)), np.empty((n, 3))
+        extreme_ends(lowest, highest, from_bottom, from_top, fraction, step, origin, low, high)
+        return low, high
     start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
     positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
     last = max(int(start[-1] + counts[-1]) - 1, 0)
     below = np.clip(np.floor(positions).astype(np.int64), 0, last)
     above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
     fraction = positions - np.floor(positions)
-    if select == "extremes":  # [below, above] x n ranks: the low end's from the bottom, the high end's from the top
-        from_bottom = np.stack([below[0], above[0]]) - start
-        from_top = start + counts - 1 - np.stack([below[1], above[1]])
-        depth = int(max(from_bottom[:, counts > 0].max(initial=0), from_top[:, counts > 0].max(initial=0))) + 1
-        from_bottom, from_top = np.clip(from_bottom, 0, depth - 1), np.clip(from_top, 0, depth - 1)  # no points: any
-        each = np.arange(n)
-    segment = segs.astype(np.int32)
-    origin = xyz.min(axis=1).astype(np.float64)
-    span = xyz.max(axis=1).astype(np.float64) - origin
-    step = np.maximum(resolution, span * n / 2**30)
-    if select == "extremes":
-        lowest, highest = np.full((3, n, depth), np.iinfo(np.int32).max, np.int32), np.full((3, n, depth), -1, np.int32)
-        extreme_keys(segment, xyz, origin.astype(np.float32), (1 / step).astype(np.float32), lowest, highest, rows)
-        # [axis, below/above, low/high end, segment]
-        keys = np.stack([np.stack([lowest[:, each, from_bottom[k]], highest[:, each, from_top[k]]], axis=1)
-                         for k in (0, 1)], axis=1).astype(np.int64)
-        low, high = keys[:, 0], keys[:, 1]
-        out = (low + fraction * (high - low) + 0.5) * step[:, None, None] + origin[:, None, None]  # [axis, end, segment]
-        return out[:, 0].T, out[:, 1].T
     ranks_needed = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels

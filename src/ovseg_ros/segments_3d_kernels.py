@@ -569,6 +569,56 @@ def _ring_neighbours(y0, y1, smooth_padded, ids_padded, rim, inward, ring_total,
 _RING_STEPS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
+@numba.njit(**_JIT)
+def extreme_ranks(counts, cut):
+    """segments_3d._quantiles' ranks for extreme_keys: per segment the ranks below and
+    above its low end counted from its smallest value (from_bottom, [2, n]) and those of
+    its high end from its largest (from_top), the ends' fractions between them ([2, n]),
+    and how many extremes each way the tables need (depth). As numpy computes them:
+    positions start + cut and start + count - 1 - cut (float64), floored and ceiled
+    within all points, clipped to the tables."""
+    n = counts.size
+    from_bottom, from_top = np.empty((2, n), np.int64), np.empty((2, n), np.int64)
+    fraction = np.empty((2, n), np.float64)
+    last = max(np.sum(counts) - 1, 0)
+    start, depth = 0, 0
+    for s in range(n):
+        for end in range(2):
+            position = start + cut[s] if end == 0 else (start + counts[s] - 1) - cut[s]
+            below = min(max(np.int64(np.floor(position)), 0), last)
+            above = min(max(np.int64(np.ceil(position)), 0), last)
+            fraction[end, s] = position - np.floor(position)
+            if end == 0:
+                from_bottom[0, s], from_bottom[1, s] = below - start, above - start
+            else:
+                from_top[0, s], from_top[1, s] = start + counts[s] - 1 - below, start + counts[s] - 1 - above
+        if counts[s] > 0:
+            depth = max(depth, from_bottom[0, s], from_bottom[1, s], from_top[0, s], from_top[1, s])
+        start += counts[s]
+    depth += 1
+    for k in range(2):
+        for s in range(n):  # a segment without points: any row
+            from_bottom[k, s] = min(max(from_bottom[k, s], 0), depth - 1)
+            from_top[k, s] = min(max(from_top[k, s], 0), depth - 1)
+    return from_bottom, from_top, fraction, depth
+
+
+@numba.njit(**_JIT)
+def extreme_ends(lowest, highest, from_bottom, from_top, fraction, step, origin, low, high):
+    """The box ends ([n, 3] float64 into low and high) from extreme_keys' tables at
+    extreme_ranks' ranks: between the keys below and above each end by its fraction, in
+    metres, as numpy computes (key_below + fraction (key_above - key_below) + 0.5) step +
+    origin."""
+    for axis in range(3):
+        for s in range(low.shape[0]):
+            below, above = lowest[axis, s, from_bottom[0, s]], lowest[axis, s, from_bottom[1, s]]
+            low[s, axis] = (np.float64(below) + fraction[0, s] * np.float64(np.int64(above) - np.int64(below)) + 0.5) \
+                * step[axis] + origin[axis]
+            below, above = highest[axis, s, from_top[0, s]], highest[axis, s, from_top[1, s]]
+            high[s, axis] = (np.float64(below) + fraction[1, s] * np.float64(np.int64(above) - np.int64(below)) + 0.5) \
+                * step[axis] + origin[axis]
+
+
 def extreme_keys(segment, xyz, origin, inverse_step, lowest, highest, rows=serial):
     """Per axis and segment the lowest.shape[2] smallest and largest keys (ascending and
     descending, int32) of its values, a key being int32((value - origin[axis]) *
