@@ -21,6 +21,7 @@ from ovseg_ros.segments_3d_kernels import (
     RowBands,
     box_points,
     box_samples,
+    clipped_ids,
     depth_edge_cuts,
     doubtful_pixels,
     drop_pixels,
@@ -137,6 +138,19 @@ def test_mask_rings_equal_repeated_erosion(radius):
                    np.empty((height + 2 * radius, width), np.uint8), np.empty((height + 2, width + 2), np.uint8), inward, ridge)
         assert np.array_equal(inward, want), f"seed {seed}: {(inward != want).sum()} pixels differ"
         assert np.array_equal(ridge, (want == peak) & (want > 0)), f"seed {seed}"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_clipped_ids_equal_numpy_clip_and_cast(threads):
+    """An int32 panoptic image's ids (negative, 0, in range, past uint16, both int32
+    extremes) clipped to uint16 as np.clip and astype do, on bands of rows too."""
+    rng = np.random.default_rng(threads)
+    for height, width in [(1, 2), (7, 13), (480, 640)]:
+        panoptic = rng.integers(-70000, 140000, (height, width), dtype=np.int32)
+        panoptic.ravel()[:2] = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+        ids = np.full((height, width), 7, np.uint16)
+        clipped_ids(panoptic, ids, RowBands(threads))
+        np.testing.assert_array_equal(ids, np.clip(panoptic, 0, 65535).astype(np.uint16))
 
 
 @pytest.fixture(scope="module", params=[(3, "wide2"), (7, "blocky"), (11, "bleed_behind")])

@@ -57,6 +57,7 @@ from ovseg_ros.segments_3d_kernels import (
     RowBands,
     box_points,
     box_samples,
+    clipped_ids,
     component_stats,
     depth_edge_cuts,
     doubtful_pixels,
@@ -105,6 +106,7 @@ class _Scratch:
         self.open, self.reached, self.ridge, self.cut = (np.empty(shape, bool) for _ in range(4))
         self.inward, self.sparse, self.on8 = (np.empty(shape, np.uint8) for _ in range(3))
         self.comp = np.empty(shape, np.int32)
+        self.ids = np.empty(shape, np.uint16)  # an int32 panoptic image's ids (clipped_ids)
         # padded by 2 px (NaN) so that every pixel has two neighbours each way
         padded = (height + 4, width + 4)
         self.smooth_padded, self.sigma_padded, self.step_padded, self.kink_padded = (
@@ -217,7 +219,13 @@ class SegmentMeasurer:
             self._scratch = _Scratch(raw.shape)
         scratch = self._scratch
         focal = float(min(intrinsics.fx, intrinsics.fy))
-        ids = np.ascontiguousarray(panoptic) if panoptic.dtype == np.uint16 else np.clip(panoptic, 0, 65535).astype(np.uint16)
+        if panoptic.dtype == np.uint16:
+            ids = np.ascontiguousarray(panoptic)
+        elif panoptic.dtype == np.int32:  # the node's
+            clipped_ids(np.ascontiguousarray(panoptic), scratch.ids, self._rows)
+            ids = scratch.ids
+        else:
+            ids = np.clip(panoptic, 0, 65535).astype(np.uint16)
         deep = self.mask_margin + 1
         inward = scratch.inward_steps(ids, deep, self._rows)  # and scratch.ridge: where the distance from the mask's edge peaks
         self._smooth_and_cut(raw, focal)  # scratch.smooth_padded; scratch.cut: also every pixel without valid depth
@@ -391,7 +399,7 @@ def compile_3d_step() -> float:
     them: about 15 s the first time on a 2-core x86 machine, well under a second from the
     cache. Returns the seconds it took."""
     start = time.perf_counter()
-    ids = np.zeros((24, 32), np.uint16)
+    ids = np.zeros((24, 32), np.int32)  # the node's panoptic images are int32
     ids[2:22, 3:29] = 1
     ids[7:17, 9:23] = 2  # its mask 2 px wider than its depth, on a surface behind that slopes away
     depth = 1.0 + 0.1 * np.arange(24, dtype=np.float32)[:, None] + np.zeros(32, np.float32)

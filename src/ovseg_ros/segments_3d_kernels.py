@@ -280,6 +280,21 @@ def _edges(y0, y1, smooth_padded, step_padded, kink_padded, cut):
             out[x] |= np.uint8(edge)
 
 
+def clipped_ids(panoptic, ids, rows=serial):
+    """The panoptic image's ids clipped to 0..65535 into ids (uint16), as
+    np.clip(panoptic, 0, 65535).astype(np.uint16) does: the node's images are int32, and
+    the clip and the cast were two passes and a fresh image a frame."""
+    rows(_clipped_id_rows, panoptic.shape[0], panoptic, ids)
+
+
+@numba.njit(**_JIT)
+def _clipped_id_rows(y0, y1, panoptic, ids):
+    for y in range(y0, y1):
+        source, row = panoptic[y], ids[y]
+        for x in range(source.size):
+            row[x] = np.uint16(min(max(source[x], 0), 65535))
+
+
 def mask_rings(ids, radius, ids_padded, runs, inward_padded, inward, ridge, rows=serial):
     """How many 3x3 erosions, up to `radius`, each pixel of the id image survives
     (inward, uint8): the largest r whose (2r+1)^2 window holds its id only, outside the
