@@ -32,6 +32,7 @@ from ovseg_ros.segments_3d_kernels import (
     median_of_depth,
     nearer_outside,
     outside_nearby,
+    reach_outwards,
 )
 
 
@@ -265,6 +266,33 @@ def test_component_stats_and_reach_equal_their_numpy_and_opencv_forms(measured):
         want |= grown.view(bool) & (s.inward == level) & on
     got = measurer._reach(comp, accepted, s.inward, deep)
     assert np.array_equal(got, want) and want.sum() > 1000 and (want & (s.inward < deep)).any()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_reach_on_bands_equals_ring_by_ring_dilation(threads):
+    """reach_outwards on bands of rows (each grows its rows and `deep` rows each side in a
+    buffer of its own) against ring-by-ring cross dilation of the whole image, on small
+    images where a band is a row or two and its halo reaches past the border, and rings
+    that grow across the bands' seams."""
+    for seed in range(60):
+        height, width = 1 + seed % 23, 3 + (seed * 5) % 31
+        deep = 1 + seed % 5
+        ids = id_image(height, width, seed)
+        inward, ridge = np.empty(ids.shape, np.uint8), np.empty(ids.shape, bool)
+        mask_rings(ids, deep, np.empty((height + 2 * deep, width + 2 * deep), np.uint16),
+                   np.empty((height + 2 * deep, width), np.uint8), np.empty((height + 2, width + 2), np.uint8), inward, ridge)
+        rng = np.random.default_rng(seed)
+        comp = np.where(inward > 0, ids.astype(np.int32) + 5 * rng.integers(0, 2, ids.shape), 0).astype(np.int32)
+        accepted = rng.random(int(comp.max()) + 1) < 0.7
+        on = accepted[comp]
+        want = ((inward >= deep) | ridge) & on
+        for level in range(deep - 1, -1, -1):
+            grown = cv2.dilate(want.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)))
+            want |= grown.view(bool) & (inward == level) & on
+        padded, reached = np.full((height + 2, width + 2), 9, np.uint8), np.empty(ids.shape, bool)
+        reach_outwards(comp, accepted, inward, ridge, deep, padded, reached, RowBands(threads))
+        assert np.array_equal(reached, want), f"seed {seed}: {(reached != want).sum()} pixels differ"
+        assert np.array_equal(padded, np.pad(want.view(np.uint8), 1)), f"seed {seed}"
 
 
 def test_box_samples_and_dropped_pixels_equal_their_numpy_form(measured):

@@ -104,7 +104,7 @@ class _Scratch:
         self.shape = shape
         height, width = shape
         self.open, self.reached, self.ridge, self.cut = (np.empty(shape, bool) for _ in range(4))
-        self.inward, self.sparse, self.on8 = (np.empty(shape, np.uint8) for _ in range(3))
+        self.inward, self.sparse = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
         self.comp = np.empty(shape, np.int32)
         self.ids = np.empty(shape, np.uint16)  # an int32 panoptic image's ids (clipped_ids)
         # padded by 2 px (NaN) so that every pixel has two neighbours each way
@@ -117,7 +117,6 @@ class _Scratch:
         self.ids_padded = self.runs = self.inward_padded = None
         self.reached_padded, self.seeds_padded = (np.empty((height + 2, width + 2), np.uint8) for _ in range(2))
         self.depth_padded = np.empty((height + 2, width + 2), np.float32)
-        self.row_buffers = np.empty((2, width), np.uint8)
         self.reached_sum, self.reached_count = np.empty(shape, np.float32), np.empty(shape, np.uint16)
         self.ring_total, self.ring_count = np.empty(shape, np.float32), np.empty(shape, np.uint8)  # outside_nearby's
         words = -(-height * width // 8)  # margin_candidates reads its flags 8 bytes at a time
@@ -326,8 +325,7 @@ class SegmentMeasurer:
         only at the object's foot, is not reached from there. Bool image. Compiled
         (segments_3d_kernels.reach_outwards)."""
         scratch = self._scratch
-        reach_outwards(comp, accepted, inward, scratch.ridge, deep, scratch.on8, scratch.reached_padded, scratch.row_buffers,
-                       scratch.reached)
+        reach_outwards(comp, accepted, inward, scratch.ridge, deep, scratch.reached_padded, scratch.reached, self._rows)
         return scratch.reached
 
     def _kept_margin(self, ids, inward, raw, reached, low, high, n, deep, focal):

@@ -788,30 +788,47 @@ def _widen(nearest, farthest, k, z):
         farthest[k] = z
 
 
-@numba.njit(**_JIT)
-def reach_outwards(comp, accepted, inward, ridge, deep, on, reached_padded, row_buffers, reached):
-    """Step 4a (segments_3d.SegmentMeasurer._reach) into reached (bool): the pixels of
-    accepted components (on, uint8) at least `deep` rings in or on a ridge, then ring by
-    ring outwards those with a reached 4-neighbour one ring further in or on the ring
-    before it was grown (never along a ring: each ring grows from the state before it).
-    Scratch: reached_padded H+2 x W+2 (uint8, 0 border), row_buffers 2 x W (uint8)."""
+def reach_outwards(comp, accepted, inward, ridge, deep, reached_padded, reached, rows=serial):
+    """Step 4a (segments_3d.SegmentMeasurer._reach) into reached (bool) and
+    reached_padded (H+2 x W+2, uint8, 0 border): the pixels of accepted components at
+    least `deep` rings in or on a ridge, then ring by ring outwards those with a reached
+    4-neighbour one ring further in or on the ring before it was grown (never along a
+    ring: each ring grows from the state before it). On bands of rows (rows: serial or a
+    RowBands): a ring reaches one row further, so each band grows its rows and `deep`
+    rows each side of them in a buffer of its own and keeps its own rows, which are then
+    the whole image's (the halo's outer rows, which lack their neighbours, may be wrong
+    only `deep` rows in after `deep` rings)."""
     height = comp.shape[0]
+    rows(_reach_rows, height, comp, accepted.view(np.uint8), inward, ridge.view(np.uint8), deep, reached_padded,
+         reached.view(np.uint8))  # bools as bytes vectorise
+
+
+@numba.njit(**_JIT)
+def _reach_rows(y0, y1, comp, accepted, inward, ridge, deep, reached_padded, reached):
+    height, width = inward.shape
+    first, past = max(y0 - deep, 0), min(y1 + deep, height)  # the band and its halo
+    grown = np.zeros((past - first + 2, width + 2), np.uint8)  # 0 border: outside the image or the halo
+    on = np.empty((past - first, width), np.uint8)
+    row_buffers = np.empty((2, width), np.uint8)
     least = np.uint8(deep)
-    accepted8, ridge8, reached8 = accepted.view(np.uint8), ridge.view(np.uint8), reached.view(np.uint8)  # bools as bytes vectorise
-    reached_padded[0] = 0
-    reached_padded[height + 1] = 0
-    for y in range(height):
-        _seed_row(comp[y], accepted8, inward[y], ridge8[y], least, on[y], reached_padded[y + 1])
+    for y in range(first, past):
+        _seed_row(comp[y], accepted, inward[y], ridge[y], least, on[y - first], grown[y - first + 1])
     for level in range(deep - 1, -1, -1):  # rings, not pixels
         ring = np.uint8(level)
-        for y in range(height + 1):
-            if y < height:
-                _grow_row(reached_padded[y], reached_padded[y + 1], reached_padded[y + 2], inward[y], on[y], ring,
-                          row_buffers[y % 2])
-            if y > 0:  # the row above is no longer read: write it back
-                _copy_row(row_buffers[(y - 1) % 2], reached_padded[y])
-    for y in range(height):
-        _unpad_row(reached_padded[y + 1], reached8[y])
+        for k in range(past - first + 1):  # k: the local row
+            if k < past - first:
+                _grow_row(grown[k], grown[k + 1], grown[k + 2], inward[first + k], on[k], ring, row_buffers[k % 2])
+            if k > 0:  # the row above is no longer read: write it back
+                _copy_row(row_buffers[(k - 1) % 2], grown[k])
+    if y0 == 0:
+        reached_padded[0] = 0
+    if y1 == height:
+        reached_padded[height + 1] = 0
+    for y in range(y0, y1):
+        local, padded = grown[y - first + 1], reached_padded[y + 1]
+        for x in range(width + 2):
+            padded[x] = local[x]
+        _unpad_row(local, reached[y])
 
 
 @numba.njit(**_JIT)
