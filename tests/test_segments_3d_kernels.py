@@ -106,6 +106,11 @@ def test_median_and_cuts_equal_their_opencv_definition(shape, noise):
     assert np.array_equal(smooth, want_smooth, equal_nan=True)
     assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
     assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ"
+    if noise.exponent == 2:  # the measurer's way: the sigma computed in the loop, as cv2.multiply does
+        cut[:] = False
+        depth_edge_cuts(raw, smooth_padded, noise.sigma_at_1m, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS,
+                        OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut)
+        assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ, sigma in the loop"
     assert want_cut.any() and not want_cut.all()
 
 

@@ -185,11 +185,8 @@ class SegmentMeasurer:
 
     def _noise_image(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The noise's sigma at every pixel of depth image z, into `out` (NaN stays NaN)."""
-        noise = self.noise
-        if noise.exponent == 2:
-            return cv2.multiply(z, z, dst=out, scale=noise.sigma_at_1m)
         with np.errstate(invalid="ignore"):  # no depth (NaN, <= 0): no sigma
-            np.copyto(out, noise.sigma(z))
+            np.copyto(out, self.noise.sigma(z))
         return out
 
     def _overlaps(self, nearest, farthest, low, high, focal) -> np.ndarray:
@@ -269,8 +266,9 @@ class SegmentMeasurer:
         between them, by the noise model."""
         scratch = self._scratch
         median_of_depth(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse, self._rows)
-        sigma = self._noise_image(scratch.smooth_padded, scratch.sigma_padded)
         noise = self.noise
+        # the sigma at each pixel: computed in the loop for the usual z^2 noise, else an image
+        sigma = noise.sigma_at_1m if noise.exponent == 2 else self._noise_image(scratch.smooth_padded, scratch.sigma_padded)
         depth_edge_cuts(raw, scratch.smooth_padded, sigma, self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS,
                         KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut,
                         self._rows)
@@ -404,7 +402,8 @@ def compile_3d_step() -> float:
     depth[9:15, 11:21] = 1.6
     depth += np.random.default_rng(0).normal(0, 0.01, depth.shape).astype(np.float32)
     depth[0, :5] = np.nan
-    SegmentMeasurer()(ids, depth, Intrinsics(fx=30.0, fy=30.0, cx=15.5, cy=11.5), 2)
+    for noise in (DepthNoise(), DepthNoise(exponent=1.0)):  # the sigma computed in the loop, and as an image
+        SegmentMeasurer(noise=noise)(ids, depth, Intrinsics(fx=30.0, fy=30.0, cx=15.5, cy=11.5), 2)
     return time.perf_counter() - start
 
 

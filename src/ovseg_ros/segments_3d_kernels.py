@@ -221,42 +221,68 @@ def _median_rows(y0, y1, raw, finite_padded, smooth_padded, sparse):
             few[x] = 255 if empty else 0
 
 
-def depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
+def depth_edge_cuts(raw, smooth_padded, sigma, slope_per_px, per_px, step_sigmas, kink_sigmas,
                     outlier_sigmas, quantum, step_padded, kink_padded, cut, rows=serial):
     """Step 1's cuts (segments_3d.SegmentMeasurer._smooth_and_cut) into cut (bool): no
     valid depth; deeper than a 4-neighbour by more than the step tolerance, unless the
-    step repeats the one beyond it; far from its own median. smooth_padded and
-    sigma_padded: H+4 x W+4, NaN in the 2 px border (no neighbour there); step_padded and
-    kink_padded: scratch of that shape, NaN in the border, the tolerances written inside.
+    step repeats the one beyond it; far from its own median. smooth_padded: H+4 x W+4,
+    NaN in the 2 px border (no neighbour there). sigma: the noise's sigma at each pixel
+    of smooth_padded (an array of its shape), or a float, the sigma at 1 m of a noise
+    growing with z^2, taken per pixel as cv2.multiply(z, z, scale=sigma) computes it,
+    (sigma z) z: no image for it. step_padded and kink_padded: scratch of that shape, NaN
+    in the border, the tolerances written inside.
 
     Both tolerances are the neighbour's (the nearer pixel's, where there is a step): step
     t(q) = fma(s, slope_per_px, fma(sigma, step_sigmas, 2 quantum)) and kink
     k(q) = fma(s, per_px, fma(sigma, kink_sigmas, 4 quantum)), the second difference
     centred on the neighbour."""
     cut8 = cut.view(np.uint8)  # bools as bytes: the loops vectorise
-    rows(_own_tolerances, raw.shape[0], raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
-         outlier_sigmas, quantum, step_padded, kink_padded, cut8)
+    terms = (slope_per_px, per_px, step_sigmas, kink_sigmas, outlier_sigmas, quantum, step_padded, kink_padded, cut8)
+    if np.ndim(sigma) == 0:
+        rows(_own_tolerances_squared, raw.shape[0], raw, smooth_padded, float(sigma), *terms)
+    else:
+        rows(_own_tolerances, raw.shape[0], raw, smooth_padded, sigma, *terms)
     rows(_edges, raw.shape[0], smooth_padded, step_padded, kink_padded, cut8)
 
 
 @numba.njit(**_JIT)
 def _own_tolerances(y0, y1, raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
                     outlier_sigmas, quantum, step_padded, kink_padded, cut):
-    """The pixel's own: tolerances, no depth, an outlier."""
+    """The pixel's own: tolerances, no depth, an outlier; its sigma from sigma_padded."""
     width = raw.shape[1]
-    slope = np.float32(slope_per_px)
-    inv = np.float32(per_px)
+    slope, inv = np.float32(slope_per_px), np.float32(per_px)
     step_s, kink_s, out_s = np.float32(step_sigmas), np.float32(kink_sigmas), np.float32(outlier_sigmas)
     two_q, four_q = np.float32(2 * quantum), np.float32(4 * quantum)
     for y in range(y0, y1):
         p = y + 2
         s, sig, t, k, row, out = smooth_padded[p], sigma_padded[p], step_padded[p], kink_padded[p], raw[y], cut[y]
         for x in range(width):
-            i = x + 2
-            t[i] = _fma32(s[i], slope, sig[i], step_s, two_q)
-            k[i] = _fma32(s[i], inv, sig[i], kink_s, four_q)
-            v = row[x]
-            out[x] = np.uint8((((v > 0) & (v < _INF)) ^ True) | (abs(v - s[i]) > _fma32(s[i], slope, sig[i], out_s, two_q)))
+            t[x + 2], k[x + 2], out[x] = _own_pixel(s[x + 2], sig[x + 2], row[x], slope, inv, step_s, kink_s, out_s, two_q,
+                                                    four_q)
+
+
+@numba.njit(**_JIT)
+def _own_tolerances_squared(y0, y1, raw, smooth_padded, sigma_at_1m, slope_per_px, per_px, step_sigmas, kink_sigmas,
+                            outlier_sigmas, quantum, step_padded, kink_padded, cut):
+    """_own_tolerances with the sigma (sigma_at_1m z) z, computed here."""
+    width = raw.shape[1]
+    slope, inv, a = np.float32(slope_per_px), np.float32(per_px), np.float32(sigma_at_1m)
+    step_s, kink_s, out_s = np.float32(step_sigmas), np.float32(kink_sigmas), np.float32(outlier_sigmas)
+    two_q, four_q = np.float32(2 * quantum), np.float32(4 * quantum)
+    for y in range(y0, y1):
+        p = y + 2
+        s, t, k, row, out = smooth_padded[p], step_padded[p], kink_padded[p], raw[y], cut[y]
+        for x in range(width):
+            z = s[x + 2]
+            t[x + 2], k[x + 2], out[x] = _own_pixel(z, (a * z) * z, row[x], slope, inv, step_s, kink_s, out_s, two_q, four_q)
+
+
+@numba.njit(**_JIT)
+def _own_pixel(z, sigma, v, slope, inv, step_s, kink_s, out_s, two_q, four_q):
+    """A pixel's step and kink tolerances and whether it is cut (no depth, an outlier):
+    z its smoothed depth, v its raw one."""
+    cut = (((v > 0) & (v < _INF)) ^ True) | (abs(v - z) > _fma32(z, slope, sigma, out_s, two_q))
+    return _fma32(z, slope, sigma, step_s, two_q), _fma32(z, inv, sigma, kink_s, four_q), np.uint8(cut)
 
 
 @numba.njit(**_JIT)
