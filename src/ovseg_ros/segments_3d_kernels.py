@@ -5,7 +5,9 @@ and numpy passes a frame), not any one of them. A loop that does a step's arithm
 for each pixel in one pass, a row at a time, does what several of those passes did at a
 fraction of the memory traffic; work that concerns the mask's margin only (the depths
 nearby, the windows) runs over those pixels only. The whole step went from 15.1 to
-7.9 ms at 640x480 with 20 segments on a 2-core AMD EPYC (README).
+7.9 ms at 640x480 with 20 segments on a 2-core AMD EPYC, then on two bands of rows and
+with the later loops to 0.17 of the per-segment loop's time (3.8 ms on a faster
+machine of that name; README).
 
 What makes them fast (measured while writing them): inner loops over one row's
 contiguous slices, branch-free, so that LLVM vectorises them (a per-pixel branch made
