@@ -347,6 +347,62 @@ def test_reached_sums_and_box_points_equal_box_filters(measured):
     assert np.array_equal(xyz, np.stack([ray_x[at] * z, ray_y[at] * z, averaged]), equal_nan=True)
 
 
+def overlaps(model, nearest, farthest, low, high, focal):
+    """Whether depths from `nearest` to `farthest` meet a surface's [low, high], widened by
+    the model's step tolerance at each end (elementwise; NaN: no)."""
+    with np.errstate(invalid="ignore"):
+        return (farthest >= low - model.step_tolerance(low, focal)) & (nearest <= high + model.step_tolerance(high, focal))
+
+
+def segment_surfaces_numpy(model, stats, n, focal):
+    """Step 3 as numpy: per segment its components with a score sorted by (segment,
+    score), stably; the last of each segment is its main surface and sets its depth range;
+    the others are accepted with samples beyond the margin and depths within that range."""
+    segment, score = stats["segment"], stats["score"]
+    candidates = np.flatnonzero((score > 0) & (segment >= 1) & (segment <= n))
+    accepted = np.zeros(len(segment), bool)
+    low, high = np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
+    order = candidates[np.lexsort((score[candidates], segment[candidates]))]
+    owner = segment[order]
+    last = np.r_[owner[1:] != owner[:-1], True] if order.size else np.zeros(0, bool)
+    accepted[order[last]] = True
+    low[owner[last]], high[owner[last]] = stats["surface_nearest"][order[last]], stats["surface_farthest"][order[last]]
+    others = order[~last]
+    overlap = overlaps(model, stats["nearest"][others], stats["farthest"][others], low[segment[others]],
+                       high[segment[others]], focal)
+    accepted[others[(stats["deep"][others] > 0) & overlap]] = True
+    return accepted, low, high
+
+
+@pytest.mark.parametrize("noise", [DepthNoise(), DepthNoise(sigma_at_1m=0.004, exponent=1.0, quantum=0.0005)])
+def test_segment_surfaces_equal_their_numpy_form(measured, noise):
+    """segment_surfaces against the numpy it replaced: on a real frame's components, and on
+    made-up statistics with ties in score, NaN depths, segments past n and none at all."""
+    measurer, ids, depth, n = measured
+    s, deep = measurer._scratch, measurer.mask_margin + 1
+    model = SegmentMeasurer(noise=noise)
+    real = measurer._component_stats(s.comp, int(s.comp.max()) + 1, ids, s.inward, depth, deep)
+    rng = np.random.default_rng(n)
+    size = 400
+    nearest = rng.uniform(0.5, 6, size).astype(np.float32)
+    made_up = {"segment": rng.integers(0, n + 3, size), "score": rng.integers(0, 4, size).astype(np.float64),
+               "deep": rng.integers(0, 2, size).astype(np.float64), "nearest": nearest,
+               "farthest": nearest + rng.uniform(0, 0.3, size).astype(np.float32),
+               "surface_nearest": nearest + 0.01, "surface_farthest": nearest + rng.uniform(0, 0.2, size).astype(np.float32)}
+    made_up["nearest"][rng.random(size) < 0.05] = np.nan
+    made_up["surface_nearest"][rng.random(size) < 0.05] = np.nan
+    empty = {name: values[:0] for name, values in made_up.items()}
+    for stats in (real, made_up, empty):
+        got = model._segment_surfaces(stats, n, 525.0)
+        want = segment_surfaces_numpy(model, stats, n, 525.0)
+        for g, w in zip(got, want):
+            assert np.array_equal(g, w, equal_nan=True)
+    scored = (made_up["score"] > 0) & (made_up["segment"] >= 1) & (made_up["segment"] <= n)
+    mains = np.unique(made_up["segment"][scored]).size
+    accepted = segment_surfaces_numpy(model, made_up, n, 525.0)[0]
+    assert mains < accepted.sum() < scored.sum()  # further pieces accepted, and some refused
+
+
 @pytest.mark.parametrize("noise", [DepthNoise(), DepthNoise(sigma_at_1m=0.004, exponent=1.0, quantum=0.0005),
                                    DepthNoise(sigma_at_1m=0.002, exponent=1.5, quantum=0.0)])
 def test_margin_decisions_equal_their_numpy_form(measured, noise):
@@ -371,7 +427,7 @@ def test_margin_decisions_equal_their_numpy_form(measured, noise):
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s.reached_sum.ravel()[at] / s.reached_count.ravel()[at]
         keep = ((kind & 1) != 0) | (((kind & 2) != 0) & (np.abs(z - mean) <= model.step_tolerance(z, focal)))
-        keep |= ((kind & 4) != 0) & model._overlaps(z, z, low[seg], high[seg], focal)
+        keep |= ((kind & 4) != 0) & overlaps(model, z, z, low[seg], high[seg], focal)
     got = at.copy()
     got = got[:kept_candidates(got, kind, depth, ids, s.reached_sum, s.reached_count, low, high, terms[0], RAW_STEP_SIGMAS,
                                *terms[1:], got)]

@@ -74,6 +74,7 @@ from ovseg_ros.segments_3d_kernels import (
     outside_nearby,
     reach_outwards,
     reached_sums,
+    segment_surfaces,
     serial,
 )
 
@@ -189,12 +190,6 @@ class SegmentMeasurer:
             np.copyto(out, self.noise.sigma(z))
         return out
 
-    def _overlaps(self, nearest, farthest, low, high, focal) -> np.ndarray:
-        """Whether depths from `nearest` to `farthest` meet a surface's [low, high],
-        widened by a step tolerance at each end (elementwise; NaN: no)."""
-        with np.errstate(invalid="ignore"):
-            return (farthest >= low - self.step_tolerance(low, focal)) & (nearest <= high + self.step_tolerance(high, focal))
-
     def __call__(self, panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int) -> SegmentGeometry:
         """Segments 1..num_segments of `panoptic` (H x W ids); depth H x W in metres,
         aligned to it, NaN (or any non-finite value, or <= 0) where invalid."""
@@ -292,27 +287,19 @@ class SegmentMeasurer:
         return dict(zip(names, values))
 
     def _segment_surfaces(self, stats, n, focal):
-        """Step 3: which components are their segment's surface (bool per component)."""
-        segment, score = stats["segment"], stats["score"]
-        candidates = np.flatnonzero((score > 0) & (segment >= 1) & (segment <= n))
-        accepted = np.zeros(len(segment), bool)
+        """Step 3: which components are their segment's surface (bool per component),
+        and each segment's depth range [1..n] (its main surface's samples at the deepest
+        ring it reaches). The main surface: its segment's highest-scoring component.
+        Further pieces of the same surface: beyond the margin or a thin part's ridge,
+        within its depth range (an object that a pole in front of it splits in two, a
+        pole on a crate that noise cuts off). Compiled
+        (segments_3d_kernels.segment_surfaces)."""
+        accepted = np.zeros(len(stats["segment"]), bool)
         low, high = np.full(n + 1, np.nan, np.float32), np.full(n + 1, np.nan, np.float32)
-        if candidates.size == 0:
-            return accepted, low, high
-        order = candidates[np.lexsort((score[candidates], segment[candidates]))]
-        owner = segment[order]
-        last = np.r_[owner[1:] != owner[:-1], True]
-        accepted[order[last]] = True
-        # the main surface's depth range: its samples at the deepest level it reaches
-        low[owner[last]], high[owner[last]] = stats["surface_nearest"][order[last]], stats["surface_farthest"][order[last]]
-        # further pieces of the same surface: beyond the margin or a thin part's ridge,
-        # within its depth range (an object that a pole in front of it splits in two, a
-        # pole on a crate that noise cuts off)
-        others = order[~last]
-        if others.size:
-            owner = segment[others]
-            overlap = self._overlaps(stats["nearest"][others], stats["farthest"][others], low[owner], high[owner], focal)
-            accepted[others[(stats["deep"][others] > 0) & overlap]] = True
+        slope_per_px, *noise_terms = self.tolerance_terms(focal)
+        segment_surfaces(stats["segment"], stats["score"], stats["deep"], stats["nearest"], stats["farthest"],
+                         stats["surface_nearest"], stats["surface_farthest"], n, slope_per_px, RAW_STEP_SIGMAS, *noise_terms,
+                         accepted, low, high)
         return accepted, low, high
 
     def _reach(self, comp, accepted, inward, deep):

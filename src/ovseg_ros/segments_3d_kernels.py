@@ -808,6 +808,35 @@ def _merge_component_stats(stats, band):
 
 
 @numba.njit(**_JIT)
+def segment_surfaces(segment, score, beyond, nearest, farthest, surface_nearest, surface_farthest, last_id, slope_per_px,
+                     sigmas, sigma_at_1m, exponent, two_quantum, accepted, low, high):
+    """Step 3 (segments_3d.SegmentMeasurer._segment_surfaces) from component_stats'
+    arrays: per segment 1..last_id, of its components with a score, the one with the
+    highest (the later component on a tie) is accepted and sets the segment's depth range
+    (low, high: float32 [last_id + 1], left as they are for a segment without one: NaN);
+    the segment's other scored components are accepted where they have samples beyond the
+    margin (beyond > 0) and their depths [nearest, farthest] meet that range widened by
+    the step tolerance at each end (float32 as numpy computes it; NaN meets nothing).
+    accepted: bool per component, all False to start."""
+    best = np.full(last_id + 1, -1, np.int64)
+    for c in range(segment.size):
+        s = segment[c]
+        if score[c] > 0 and 1 <= s <= last_id and (best[s] < 0 or score[c] >= score[best[s]]):
+            best[s] = c
+    for s in range(1, last_id + 1):
+        if best[s] >= 0:
+            accepted[best[s]] = True
+            low[s], high[s] = surface_nearest[best[s]], surface_farthest[best[s]]
+    slope, sig_s, sig, q = np.float32(slope_per_px), np.float32(sigmas), np.float32(sigma_at_1m), np.float32(two_quantum)
+    for c in range(segment.size):
+        s = segment[c]
+        if score[c] > 0 and 1 <= s <= last_id and best[s] != c and beyond[c] > 0:
+            near, far = low[s], high[s]
+            accepted[c] = ((farthest[c] >= near - _tolerance(near, slope, sig_s, sig, exponent, q))
+                           & (nearest[c] <= far + _tolerance(far, slope, sig_s, sig, exponent, q)))
+
+
+@numba.njit(**_JIT)
 def _widen(nearest, farthest, k, z):
     """nearest[k] and farthest[k] widened to take in z (NaN before any)."""
     if not z >= nearest[k]:
