@@ -100,16 +100,18 @@ def test_median_and_cuts_equal_their_opencv_definition(shape, noise):
     with np.errstate(invalid="ignore"):
         sigma_padded[2:-2, 2:-2] = (cv2.multiply(smooth, smooth, scale=noise.sigma_at_1m) if noise.exponent == 2
                                     else noise.sigma(smooth))
+    inward, open_ = np.random.default_rng(height).integers(0, 5, shape).astype(np.uint8), np.empty(shape, bool)
     depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS,
-                    OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut)
+                    OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut, inward, open_)
     want_smooth, want_sparse, want_cut = reference(raw, noise, slope_per_px, per_px)
+    assert np.array_equal(open_, (inward > 0) & ~want_cut)
     assert np.array_equal(smooth, want_smooth, equal_nan=True)
     assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
     assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ"
     if noise.exponent == 2:  # the measurer's way: the sigma computed in the loop, as cv2.multiply does
         cut[:] = False
         depth_edge_cuts(raw, smooth_padded, noise.sigma_at_1m, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS,
-                        OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut)
+                        OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut, inward, open_)
         assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ, sigma in the loop"
     assert want_cut.any() and not want_cut.all()
 

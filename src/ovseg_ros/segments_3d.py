@@ -219,8 +219,8 @@ class SegmentMeasurer:
             ids = np.clip(panoptic, 0, 65535).astype(np.uint16)
         deep = self.mask_margin + 1
         inward = scratch.inward_steps(ids, deep, self._rows)  # and scratch.ridge: where the distance from the mask's edge peaks
-        self._smooth_and_cut(raw, focal)  # scratch.smooth_padded; scratch.cut: also every pixel without valid depth
-        comp, count = self._components(ids, inward)
+        self._smooth_and_cut(raw, focal)  # scratch.smooth_padded, scratch.cut (also every pixel without depth), scratch.open
+        comp, count = self._components()
         stats = self._component_stats(comp, count, ids, inward, raw, deep)
         accepted, low, high = self._segment_surfaces(stats, n, focal)
         reached = self._reach(comp, accepted, inward, deep)
@@ -254,11 +254,11 @@ class SegmentMeasurer:
     def _smooth_and_cut(self, raw, focal):
         """Step 1: into scratch.smooth_padded the 3x3 median of the depth (the pixel's own
         depth where most of its neighbourhood has none; NaN where it has none either), and
-        into scratch.cut the
-        pixels without depth, behind a depth edge, or far from their neighbourhood's
-        median (a flying pixel, an outlier: the median hides it, the box would not).
-        Two compiled passes (segments_3d_kernels) on padded buffers; the noise's sigma
-        between them, by the noise model."""
+        into scratch.cut the pixels without depth, behind a depth edge, or far from their
+        neighbourhood's median (a flying pixel, an outlier: the median hides it, the box
+        would not); into scratch.open those a ring in (scratch.inward) and not cut, for
+        step 2. Compiled passes (segments_3d_kernels) on padded buffers; the noise's
+        sigma computed in them for a z^2 model, else an image between them."""
         scratch = self._scratch
         median_of_depth(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse, self._rows)
         noise = self.noise
@@ -266,15 +266,13 @@ class SegmentMeasurer:
         sigma = noise.sigma_at_1m if noise.exponent == 2 else self._noise_image(scratch.smooth_padded, scratch.sigma_padded)
         depth_edge_cuts(raw, scratch.smooth_padded, sigma, self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS,
                         KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut,
-                        self._rows)
+                        scratch.inward, scratch.open, self._rows)
 
-    def _components(self, ids, inward):
+    def _components(self):
         """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less
         its outermost ring: no component spans two segments."""
-        scratch = self._scratch
-        open_ = np.greater(inward, 0, out=scratch.open)
-        open_ &= ~scratch.cut  # the cut pixels include those without depth
-        count, comp = cv2.connectedComponents(open_.view(np.uint8), labels=scratch.comp, connectivity=4, ltype=cv2.CV_32S)
+        scratch = self._scratch  # scratch.open: inward above 0 and not cut (step 1's), where cut includes no depth
+        count, comp = cv2.connectedComponents(scratch.open.view(np.uint8), labels=scratch.comp, connectivity=4, ltype=cv2.CV_32S)
         return comp, count
 
     def _component_stats(self, comp, size, ids, inward, raw, deep):

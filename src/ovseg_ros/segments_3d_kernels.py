@@ -224,7 +224,7 @@ def _median_rows(y0, y1, raw, finite_padded, smooth_padded, sparse):
 
 
 def depth_edge_cuts(raw, smooth_padded, sigma, slope_per_px, per_px, step_sigmas, kink_sigmas,
-                    outlier_sigmas, quantum, step_padded, kink_padded, cut, rows=serial):
+                    outlier_sigmas, quantum, step_padded, kink_padded, cut, inward, open_, rows=serial):
     """Step 1's cuts (segments_3d.SegmentMeasurer._smooth_and_cut) into cut (bool): no
     valid depth; deeper than a 4-neighbour by more than the step tolerance, unless the
     step repeats the one beyond it; far from its own median. smooth_padded: H+4 x W+4,
@@ -232,7 +232,9 @@ def depth_edge_cuts(raw, smooth_padded, sigma, slope_per_px, per_px, step_sigmas
     of smooth_padded (an array of its shape), or a float, the sigma at 1 m of a noise
     growing with z^2, taken per pixel as cv2.multiply(z, z, scale=sigma) computes it,
     (sigma z) z: no image for it. step_padded and kink_padded: scratch of that shape, NaN
-    in the border, the tolerances written inside.
+    in the border, the tolerances written inside. Also open_ (bool): inward (mask_rings')
+    above 0 and not cut, the pixels step 2's components are made of, from each row as
+    its cuts are done.
 
     Both tolerances are the neighbour's (the nearer pixel's, where there is a step): step
     t(q) = fma(s, slope_per_px, fma(sigma, step_sigmas, 2 quantum)) and kink
@@ -244,7 +246,7 @@ def depth_edge_cuts(raw, smooth_padded, sigma, slope_per_px, per_px, step_sigmas
         rows(_own_tolerances_squared, raw.shape[0], raw, smooth_padded, float(sigma), *terms)
     else:
         rows(_own_tolerances, raw.shape[0], raw, smooth_padded, sigma, *terms)
-    rows(_edges, raw.shape[0], smooth_padded, step_padded, kink_padded, cut8)
+    rows(_edges, raw.shape[0], smooth_padded, step_padded, kink_padded, cut8, inward, open_.view(np.uint8))
 
 
 @numba.njit(**_JIT)
@@ -288,7 +290,7 @@ def _own_pixel(z, sigma, v, slope, inv, step_s, kink_s, out_s, two_q, four_q):
 
 
 @numba.njit(**_JIT)
-def _edges(y0, y1, smooth_padded, step_padded, kink_padded, cut):
+def _edges(y0, y1, smooth_padded, step_padded, kink_padded, cut, inward, open_):
     """Behind a depth edge towards a 4-neighbour, unless the step repeats the one beyond it."""
     width = cut.shape[1]
     for y in range(y0, y1):
@@ -306,6 +308,9 @@ def _edges(y0, y1, smooth_padded, step_padded, kink_padded, cut):
             edge |= ((up[i] - z) < -t_up[i]) & ((abs((up2[i] - up[i]) - (up[i] - z)) <= k_up[i]) ^ True)
             edge |= ((here[i - 1] - z) < -t_here[i - 1]) & ((abs((here[i - 2] - here[i - 1]) - (here[i - 1] - z)) <= k_here[i - 1]) ^ True)
             out[x] |= np.uint8(edge)
+        level, inner = inward[y], open_[y]
+        for x in range(width):
+            inner[x] = np.uint8(level[x] > 0) & (out[x] ^ np.uint8(1))
 
 
 def clipped_ids(panoptic, ids, rows=serial):
