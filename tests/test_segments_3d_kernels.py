@@ -487,14 +487,36 @@ print(sorted(name for name, n in built.items() if n == 0 and not name.startswith
 def test_bands_of_rows_give_the_serial_boxes(measured, threads):
     """The loops on bands of rows at once (RowBands) write each band's own rows and read
     their neighbours' only after the loop that wrote them: the same boxes, bit for bit,
-    as on the calling thread alone, also for bands that split a row's pixels."""
+    as on the calling thread alone, also for bands that split a row's pixels, and wherever
+    the bands are cut (the calling thread's share set to 0.3 and 0.8 of every loop)."""
     _, ids, depth, n = measured
     serial_boxes = SegmentMeasurer(threads=1)(ids, depth, SCENE_K, n)
     banded = SegmentMeasurer(threads=threads)
-    for _ in range(2):  # the second frame reuses the workers and the buffers
+    for share in (None, None, 0.3, 0.8):  # the second frame reuses the workers and the buffers
+        if share is not None:
+            banded._rows.shares = dict.fromkeys(banded._rows.shares, share)
         boxes = banded(ids, depth, SCENE_K, n)
         for field in ("center", "size", "points"):
             np.testing.assert_array_equal(getattr(boxes, field), getattr(serial_boxes, field))
+
+
+def test_row_bands_keep_short_loops_on_the_calling_thread():
+    """A loop too short to gain from a worker goes to the calling thread alone after
+    NO_GAIN_CALLS more banded calls without gain than with (a noisy call may seem to
+    gain), and is tried on bands once every PROBE_EVERY calls after."""
+    def short(start, stop, out):
+        out[start:stop] += 1
+        return stop - start
+
+    out, bands = np.zeros(10), RowBands(2)
+    banded = 0
+    while bands.shares.get(short, 0.5) < 1.0 and banded < 10 * RowBands.NO_GAIN_CALLS:
+        assert len(bands(short, 10, out)) == 2
+        banded += 1
+    assert bands.shares[short] == 1.0 and banded >= RowBands.NO_GAIN_CALLS
+    parts = [len(bands(short, 10, out)) for _ in range(RowBands.PROBE_EVERY)]
+    assert parts == [1] * (RowBands.PROBE_EVERY - 1) + [2]
+    assert np.all(out == banded + RowBands.PROBE_EVERY)
 
 
 def test_row_bands_wait_for_every_band_and_raise_its_error():

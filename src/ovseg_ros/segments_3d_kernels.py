@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numba
 import numpy as np
@@ -61,39 +62,69 @@ class RowBands:
     """Runs a banded loop on `threads` bands of rows (or of a list's items) at once: one
     on the calling thread, the others on worker threads; the loops release the GIL. Every
     band writes its own rows only, and a loop that reads its neighbours' rows runs after
-    the loop that wrote them, so the result is the serial one, bit for bit. Its own
-    threads, not numba's threading layer: OpenMP's spin after each loop and slowed
-    OpenCV's threads, and numba's own layer may not be entered from two threads at once.
-    Each worker waits on a lock of its own, not on an executor's queue: a frame hands out
-    about a dozen bands, and concurrent.futures' queue, futures and conditions cost 40 us
-    a hand-out against 18 us (and 380 against 310 us for a 0.6 ms loop). A forked child
-    starts its own workers. Returns (start, stop, loop's result) per band."""
+    the loop that wrote them, so the result is the serial one, bit for bit, wherever the
+    bands are cut. Its own threads, not numba's threading layer: OpenMP's spin after each
+    loop and slowed OpenCV's threads, and numba's own layer may not be entered from two
+    threads at once. Each worker waits on a lock of its own, not on an executor's queue
+    (concurrent.futures' queue, futures and conditions cost 40 us a hand-out against 18).
+
+    A worker starts its band late: it wakes from its lock (30 us on a VM whose idle
+    vCPUs halt), and a calling thread that finishes first sleeps too. So per loop the
+    calling thread's share of the items follows which side finished first (SHARE_STEP
+    per call, from an equal split), and both end about together. A loop too short to
+    gain from a worker (banded it took longer than its calling thread's band scaled to
+    all items, on NO_GAIN_CALLS more calls than it gained, or its share reached
+    MAX_SHARE) runs on
+    the calling thread alone, and is tried on bands again once every PROBE_EVERY calls
+    (the machine's load changes). A forked child starts its own workers. Returns
+    (start, stop, loop's result) per band."""
+
+    SHARE_STEP = 0.02
+    MAX_SHARE = 0.9
+    NO_GAIN_CALLS = 8
+    PROBE_EVERY = 100
 
     def __init__(self, threads: int) -> None:
         if int(threads) < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.threads = int(threads)
+        self.shares: dict = {}  # per loop: the calling thread's share of the items (1: serial)
+        self._no_gain: dict = {}  # per loop: banded calls that gained nothing less those that did
+        self._serial_calls: dict = {}  # per loop on the calling thread alone: calls since it was last tried on bands
         self._workers: list[_BandWorker] = []
         self._pid = -1
 
     def __call__(self, loop, size, *args):
         bands = min(self.threads, size)
-        if bands < 2:
+        share = self.shares.get(loop, 1 / bands) if bands > 1 else 1.0
+        if share >= self.MAX_SHARE and bands > 1:
+            calls = self._serial_calls[loop] = self._serial_calls.get(loop, 0) + 1
+            if calls >= self.PROBE_EVERY:  # one call on bands: a gain keeps it there
+                self._serial_calls[loop], self._no_gain[loop], share = 0, self.NO_GAIN_CALLS - 1, 1 / bands
+        if bands < 2 or share >= self.MAX_SHARE:
             return serial(loop, size, *args)
         if self._pid != os.getpid():  # first use, or a forked child: the parent's workers are not here
             self._workers, self._pid = [_BandWorker() for _ in range(self.threads - 1)], os.getpid()
-        cuts = [size * k // bands for k in range(bands + 1)]
+        first = min(max(round(size * share), 1), size - bands + 1)  # every band at least one item
+        cuts = [0] + [first + (size - first) * k // (bands - 1) for k in range(bands)]
         workers = self._workers[: bands - 1]
+        start = time.perf_counter()
         for k, worker in enumerate(workers, 1):
             worker.start(loop, (cuts[k], cuts[k + 1]) + args)
         try:
-            first = loop(0, cuts[1], *args)
+            mine = loop(0, cuts[1], *args)
+            own = time.perf_counter() - start
+            late = not all(worker.poll() for worker in workers)
         finally:  # the workers write into the caller's buffers: never return before they are done
             results = [worker.wait() for worker in workers]
         for result in results:
             if isinstance(result, _Failed):
                 raise result.error
-        return [(0, cuts[1], first)] + [(cuts[k], cuts[k + 1], results[k - 1]) for k in range(1, bands)]
+        gained = time.perf_counter() - start < own * size / cuts[1]
+        self._no_gain[loop] = max(self._no_gain.get(loop, 0) + (-1 if gained else 1), 0)  # one noisy call decides nothing
+        share = min(max(share + (self.SHARE_STEP if late else -self.SHARE_STEP), 1 / self.threads / 2), self.MAX_SHARE)
+        self.shares[loop] = 1.0 if self._no_gain[loop] >= self.NO_GAIN_CALLS else share
+        return [(0, cuts[1], mine)] + [(cuts[k], cuts[k + 1], results[k - 1]) for k in range(1, bands)]
 
 
 class _Failed:
@@ -113,14 +144,23 @@ class _BandWorker:
         self._go.acquire()
         self._done.acquire()
         self._job = self._result = None
+        self._finished = False
         threading.Thread(target=self._run, name="ovseg_3d", daemon=True).start()
 
     def start(self, loop, args) -> None:
         self._job = (loop, args)
         self._go.release()
 
+    def poll(self) -> bool:
+        """Whether the band is done, without waiting (wait then returns at once)."""
+        if not self._finished:
+            self._finished = self._done.acquire(blocking=False)
+        return self._finished
+
     def wait(self):
-        self._done.acquire()
+        if not self._finished:
+            self._done.acquire()
+        self._finished = False
         result, self._result = self._result, None
         return result
 
