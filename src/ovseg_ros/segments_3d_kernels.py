@@ -796,6 +796,7 @@ def _component_stats_rows(r0, r1, comp, ids, inward, ridge, raw, stride, least, 
     stats = (np.zeros(size, np.int64), np.zeros(size), np.zeros(size), np.zeros(size, np.uint8),
              np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32), np.full(size, np.nan, np.float32),
              np.full(size, np.nan, np.float32))
+    segments, scores, beyonds, tops, nearests, farthests, surface_nearests, surface_farthests = stats
     width = comp.shape[1]
     for y in range(r0 * stride, r1 * stride, stride):
         # a run of one component's samples along the row adds up in registers, then into
@@ -809,8 +810,12 @@ def _component_stats_rows(r0, r1, comp, ids, inward, ridge, raw, stride, least, 
             c = comp[y, x] if x < width else 0  # past the row's end: ends its last run
             if c != current:
                 if current != 0:
-                    _add_run(stats, current, segment, score, beyond, top, nearest, farthest, surface_nearest,
-                             surface_farthest)
+                    k = current
+                    (segments[k], scores[k], beyonds[k], tops[k], nearests[k], farthests[k], surface_nearests[k],
+                     surface_farthests[k]) = _with_run(
+                        segments[k], scores[k], beyonds[k], tops[k], nearests[k], farthests[k], surface_nearests[k],
+                        surface_farthests[k], segment, score, beyond, top, nearest, farthest, surface_nearest,
+                        surface_farthest)
                 current, score, beyond, top = c, 0.0, 0.0, np.uint8(0)
                 nearest, farthest = _INF, -_INF
             if c == 0:
@@ -829,27 +834,32 @@ def _component_stats_rows(r0, r1, comp, ids, inward, ridge, raw, stride, least, 
 
 
 @numba.njit(**_JIT)
-def _add_run(stats, c, segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest):
-    """One run's (or band's) sums, extremes and deepest ring into component c's."""
-    stats[0][c] = segment
-    stats[1][c] += score
-    stats[2][c] += beyond
-    _widen(stats[4], stats[5], c, nearest)
-    _widen(stats[4], stats[5], c, farthest)
-    if top > stats[3][c]:
-        stats[3][c], stats[6][c], stats[7][c] = top, surface_nearest, surface_farthest
-    elif top == stats[3][c]:
-        _widen(stats[6], stats[7], c, surface_nearest)
-        _widen(stats[6], stats[7], c, surface_farthest)
+def _with_run(segment, score, beyond, top, nearest, farthest, surface_nearest, surface_farthest, run_segment, run_score,
+              run_beyond, run_top, run_nearest, run_farthest, run_surface_nearest, run_surface_farthest):
+    """A component's statistics with a run's (or another band's) added: sums, extremes
+    and the deepest ring's range. Scalars in and out: a helper that takes the arrays
+    costs a reference count per array and call (0.6 against 0.1 ms for the loop)."""
+    nearest, farthest = _widened(nearest, farthest, run_nearest)
+    nearest, farthest = _widened(nearest, farthest, run_farthest)
+    if run_top > top:
+        top, surface_nearest, surface_farthest = run_top, run_surface_nearest, run_surface_farthest
+    elif run_top == top:
+        surface_nearest, surface_farthest = _widened(surface_nearest, surface_farthest, run_surface_nearest)
+        surface_nearest, surface_farthest = _widened(surface_nearest, surface_farthest, run_surface_farthest)
+    return run_segment, score + run_score, beyond + run_beyond, top, nearest, farthest, surface_nearest, surface_farthest
 
 
 @numba.njit(**_JIT)
 def _merge_component_stats(stats, band):
     """Another band's component_stats into `stats`."""
-    for c in range(band[0].size):
-        if band[3][c] != 0:  # a sample in that band
-            _add_run(stats, c, band[0][c], band[1][c], band[2][c], band[3][c], band[4][c], band[5][c], band[6][c],
-                     band[7][c])
+    segments, scores, beyonds, tops, nearests, farthests, surface_nearests, surface_farthests = stats
+    for k in range(band[0].size):
+        if band[3][k] != 0:  # a sample in that band
+            (segments[k], scores[k], beyonds[k], tops[k], nearests[k], farthests[k], surface_nearests[k],
+             surface_farthests[k]) = _with_run(
+                segments[k], scores[k], beyonds[k], tops[k], nearests[k], farthests[k], surface_nearests[k],
+                surface_farthests[k], band[0][k], band[1][k], band[2][k], band[3][k], band[4][k], band[5][k], band[6][k],
+                band[7][k])
 
 
 @numba.njit(**_JIT)
@@ -882,12 +892,9 @@ def segment_surfaces(segment, score, beyond, nearest, farthest, surface_nearest,
 
 
 @numba.njit(**_JIT)
-def _widen(nearest, farthest, k, z):
-    """nearest[k] and farthest[k] widened to take in z (NaN before any)."""
-    if not z >= nearest[k]:
-        nearest[k] = z
-    if not z <= farthest[k]:
-        farthest[k] = z
+def _widened(nearest, farthest, z):
+    """[nearest, farthest] widened to take in z (NaN before any)."""
+    return (z if not z >= nearest else nearest), (z if not z <= farthest else farthest)
 
 
 def reach_outwards(comp, accepted, inward, ridge, deep, reached_padded, reached, rows=serial):
@@ -1039,32 +1046,25 @@ def reached_sums(raw, reached_padded, depth_padded, reached_sum, reached_count, 
 def _reached_depth_rows(y0, y1, raw, reached_padded, depth_padded):
     _border_rows(y0, y1, raw.shape[0], 1, depth_padded, 0)
     for y in range(y0, y1):
-        _reached_depth_row(raw[y], reached_padded[y + 1], depth_padded[y + 1])
+        row, on, out = raw[y], reached_padded[y + 1], depth_padded[y + 1]
+        out[0], out[out.size - 1] = 0, 0
+        for x in range(row.size):
+            out[x + 1] = row[x] if on[x + 1] else np.float32(0)
 
 
 @numba.njit(**_JIT)
 def _window3_rows(y0, y1, depth_padded, reached_padded, reached_sum, reached_count):
-    for y in range(y0, y1):
-        _window3_row(depth_padded[y], depth_padded[y + 1], depth_padded[y + 2], reached_padded[y], reached_padded[y + 1],
-                     reached_padded[y + 2], reached_sum[y], reached_count[y])
-
-
-@numba.njit(**_JIT)
-def _reached_depth_row(raw, on, out):
-    out[0], out[out.size - 1] = 0, 0
-    for x in range(raw.size):
-        out[x + 1] = raw[x] if on[x + 1] else np.float32(0)
-
-
-@numba.njit(**_JIT)
-def _window3_row(up, here, down, on_up, on_here, on_down, total, count):
-    for x in range(total.size):
-        t = (np.float64(up[x]) + np.float64(up[x + 1]) + np.float64(up[x + 2]) + np.float64(here[x])
-             + np.float64(here[x + 1]) + np.float64(here[x + 2]) + np.float64(down[x]) + np.float64(down[x + 1])
-             + np.float64(down[x + 2]))
-        total[x] = np.float32(t)
-        count[x] = (np.uint16(on_up[x]) + on_up[x + 1] + on_up[x + 2] + on_here[x] + on_here[x + 1] + on_here[x + 2]
-                    + on_down[x] + on_down[x + 1] + on_down[x + 2])
+    for y in range(y0, y1):  # the row's loop here, not in a helper per row: 0.12 against 0.16 ms
+        up, here, down = depth_padded[y], depth_padded[y + 1], depth_padded[y + 2]
+        on_up, on_here, on_down = reached_padded[y], reached_padded[y + 1], reached_padded[y + 2]
+        total, count = reached_sum[y], reached_count[y]
+        for x in range(total.size):
+            t = (np.float64(up[x]) + np.float64(up[x + 1]) + np.float64(up[x + 2]) + np.float64(here[x])
+                 + np.float64(here[x + 1]) + np.float64(here[x + 2]) + np.float64(down[x]) + np.float64(down[x + 1])
+                 + np.float64(down[x + 2]))
+            total[x] = np.float32(t)
+            count[x] = (np.uint16(on_up[x]) + on_up[x + 1] + on_up[x + 2] + on_here[x] + on_here[x + 1] + on_here[x + 2]
+                        + on_down[x] + on_down[x + 1] + on_down[x + 2])
 
 
 @numba.njit(**_JIT)
