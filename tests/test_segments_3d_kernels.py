@@ -22,17 +22,17 @@ from ovseg_ros.segments_3d_kernels import (
     box_points,
     box_samples,
     clipped_ids,
-    depth_edge_cuts,
     doubtful_pixels,
     drop_pixels,
     interior_nearby,
     kept_candidates,
     margin_candidates,
     mask_rings,
-    median_of_depth,
+    median_and_cuts,
     nearer_outside,
     outside_nearby,
     reach_outwards,
+    serial,
 )
 
 
@@ -93,26 +93,19 @@ def test_median_and_cuts_equal_their_opencv_definition(shape, noise):
     raw = depth_image(height, width, seed=height * 1000 + width)
     focal = 525.0
     slope_per_px, per_px = float(np.tan(np.radians(45.0))) / focal, 1 / focal
-    smooth_padded, sigma_padded, step_padded, kink_padded = (np.full((height + 4, width + 4), np.nan, np.float32) for _ in range(4))
+    smooth_padded, step_padded, kink_padded = (np.full((height + 4, width + 4), np.nan, np.float32) for _ in range(3))
     sparse, cut = np.empty(shape, np.uint8), np.empty(shape, bool)
-    median_of_depth(raw, np.empty((height + 2, width + 2), np.float32), smooth_padded, sparse)
-    smooth = smooth_padded[2:-2, 2:-2]
-    with np.errstate(invalid="ignore"):
-        sigma_padded[2:-2, 2:-2] = (cv2.multiply(smooth, smooth, scale=noise.sigma_at_1m) if noise.exponent == 2
-                                    else noise.sigma(smooth))
     inward, open_ = np.random.default_rng(height).integers(0, 5, shape).astype(np.uint8), np.empty(shape, bool)
-    depth_edge_cuts(raw, smooth_padded, sigma_padded, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS,
-                    OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut, inward, open_)
-    want_smooth, want_sparse, want_cut = reference(raw, noise, slope_per_px, per_px)
-    assert np.array_equal(open_, (inward > 0) & ~want_cut)
-    assert np.array_equal(smooth, want_smooth, equal_nan=True)
-    assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
-    assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ"
-    if noise.exponent == 2:  # the measurer's way: the sigma computed in the loop, as cv2.multiply does
-        cut[:] = False
-        depth_edge_cuts(raw, smooth_padded, noise.sigma_at_1m, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS,
-                        OUTLIER_SIGMAS, noise.quantum, step_padded, kink_padded, cut, inward, open_)
-        assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ, sigma in the loop"
+    for rows in (serial, RowBands(2)):
+        median_and_cuts(raw, np.empty((height + 2, width + 2), np.float32), smooth_padded, sparse, noise.sigma_at_1m,
+                        noise.exponent, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum,
+                        step_padded, kink_padded, cut, inward, open_, rows)
+        want_smooth, want_sparse, want_cut = reference(raw, noise, slope_per_px, per_px)
+        assert np.array_equal(smooth_padded[2:-2, 2:-2], want_smooth, equal_nan=True)
+        assert np.isnan(smooth_padded[:2]).all() and np.isnan(smooth_padded[:, -2:]).all()
+        assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
+        assert np.array_equal(cut, want_cut), f"{(cut != want_cut).sum()} of {cut.size} cuts differ"
+        assert np.array_equal(open_, (inward > 0) & ~want_cut)
     assert want_cut.any() and not want_cut.all()
 
 

@@ -59,7 +59,6 @@ from ovseg_ros.segments_3d_kernels import (
     box_samples,
     clipped_ids,
     component_stats,
-    depth_edge_cuts,
     doubtful_pixels,
     drop_pixels,
     extreme_ends,
@@ -69,7 +68,7 @@ from ovseg_ros.segments_3d_kernels import (
     kept_candidates,
     margin_candidates,
     mask_rings,
-    median_of_depth,
+    median_and_cuts,
     nearer_outside,
     outside_nearby,
     reach_outwards,
@@ -110,8 +109,7 @@ class _Scratch:
         self.ids = np.empty(shape, np.uint16)  # an int32 panoptic image's ids (clipped_ids)
         # padded by 2 px (NaN) so that every pixel has two neighbours each way
         padded = (height + 4, width + 4)
-        self.smooth_padded, self.sigma_padded, self.step_padded, self.kink_padded = (
-            np.full(padded, np.nan, np.float32) for _ in range(4))
+        self.smooth_padded, self.step_padded, self.kink_padded = (np.full(padded, np.nan, np.float32) for _ in range(3))
         self.smooth = self.smooth_padded[2:-2, 2:-2]
         self.finite_padded = np.empty((height + 2, width + 2), np.float32)  # valid depth, 0 elsewhere, edges replicated
         self.rim = -1  # mask_rings' buffers, padded by the rings' radius: made by inward_steps
@@ -184,12 +182,6 @@ class SegmentMeasurer:
         noise = self.noise
         return self.slope / focal, noise.sigma_at_1m, float(noise.exponent), 2 * noise.quantum
 
-    def _noise_image(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The noise's sigma at every pixel of depth image z, into `out` (NaN stays NaN)."""
-        with np.errstate(invalid="ignore"):  # no depth (NaN, <= 0): no sigma
-            np.copyto(out, self.noise.sigma(z))
-        return out
-
     def __call__(self, panoptic: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics, num_segments: int) -> SegmentGeometry:
         """Segments 1..num_segments of `panoptic` (H x W ids); depth H x W in metres,
         aligned to it, NaN (or any non-finite value, or <= 0) where invalid."""
@@ -257,16 +249,12 @@ class SegmentMeasurer:
         into scratch.cut the pixels without depth, behind a depth edge, or far from their
         neighbourhood's median (a flying pixel, an outlier: the median hides it, the box
         would not); into scratch.open those a ring in (scratch.inward) and not cut, for
-        step 2. Compiled passes (segments_3d_kernels) on padded buffers; the noise's
-        sigma computed in them for a z^2 model, else an image between them."""
-        scratch = self._scratch
-        median_of_depth(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse, self._rows)
-        noise = self.noise
-        # the sigma at each pixel: computed in the loop for the usual z^2 noise, else an image
-        sigma = noise.sigma_at_1m if noise.exponent == 2 else self._noise_image(scratch.smooth_padded, scratch.sigma_padded)
-        depth_edge_cuts(raw, scratch.smooth_padded, sigma, self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS,
-                        KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum, scratch.step_padded, scratch.kink_padded, scratch.cut,
-                        scratch.inward, scratch.open, self._rows)
+        step 2. Two compiled passes (segments_3d_kernels.median_and_cuts) on padded
+        buffers, the noise's sigma computed in them by the noise model."""
+        scratch, noise = self._scratch, self.noise
+        median_and_cuts(raw, scratch.finite_padded, scratch.smooth_padded, scratch.sparse, noise.sigma_at_1m, noise.exponent,
+                        self.slope / focal, 1 / focal, MEDIAN_STEP_SIGMAS, KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum,
+                        scratch.step_padded, scratch.kink_padded, scratch.cut, scratch.inward, scratch.open, self._rows)
 
     def _components(self):
         """Step 2: 4-connected surfaces (int32 image, 0 = none) within each mask less
@@ -387,8 +375,7 @@ def compile_3d_step() -> float:
     depth[9:15, 11:21] = 1.6
     depth += np.random.default_rng(0).normal(0, 0.01, depth.shape).astype(np.float32)
     depth[0, :5] = np.nan
-    for noise in (DepthNoise(), DepthNoise(exponent=1.0)):  # the sigma computed in the loop, and as an image
-        SegmentMeasurer(noise=noise)(ids, depth, Intrinsics(fx=30.0, fy=30.0, cx=15.5, cy=11.5), 2)
+    SegmentMeasurer()(ids, depth, Intrinsics(fx=30.0, fy=30.0, cx=15.5, cy=11.5), 2)
     return time.perf_counter() - start
 
 

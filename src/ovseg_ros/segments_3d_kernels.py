@@ -229,14 +229,30 @@ def _fma32(a, alpha, b, beta, gamma):
     return np.float32(np.float64(a) * np.float64(alpha) + np.float64(inner))
 
 
-def median_of_depth(raw, finite_padded, smooth_padded, sparse, rows=serial):
-    """The 3x3 median of the depth where it is valid (0 where not), edges replicated;
-    where it is not above 0 (most of the neighbourhood has no depth) the pixel's own raw
-    depth instead, and sparse = 255 there (0 elsewhere). finite_padded: H+2 x W+2 scratch
-    (float32); smooth_padded: H+4 x W+4, written inside its 2 px border. rows: serial or
-    a RowBands."""
-    serial(_finite_rows, raw.shape[0], raw, finite_padded)
-    rows(_median_rows, raw.shape[0], raw, finite_padded, smooth_padded, sparse)
+def median_and_cuts(raw, finite_padded, smooth_padded, sparse, sigma_at_1m, exponent, slope_per_px, per_px, step_sigmas,
+                    kink_sigmas, outlier_sigmas, quantum, step_padded, kink_padded, cut, inward, open_, rows=serial):
+    """Step 1 (segments_3d.SegmentMeasurer._smooth_and_cut). Into smooth_padded (H+4 x
+    W+4, written inside its 2 px border, NaN there) the 3x3 median of the depth where it
+    is valid (0 where not), edges replicated; where that is not above 0 (most of the
+    neighbourhood has no depth) the pixel's own raw depth instead, and sparse = 255 there
+    (0 elsewhere). Into cut (bool): no valid depth; deeper than a 4-neighbour by more
+    than the step tolerance, unless the step repeats the one beyond it; far from its own
+    median. Into open_ (bool): inward (mask_rings') above 0 and not cut, the pixels step
+    2's components are made of. finite_padded: H+2 x W+2 scratch (float32);
+    step_padded and kink_padded: H+4 x W+4 scratch, NaN in the border.
+
+    The noise's sigma at each pixel is sigma_at_1m z^exponent (DepthNoise.sigma's three
+    forms, _sigma). Both tolerances are the neighbour's (the nearer pixel's, where there
+    is a step): step t(q) = fma(s, slope_per_px, fma(sigma, step_sigmas, 2 quantum)) and
+    kink k(q) = fma(s, per_px, fma(sigma, kink_sigmas, 4 quantum)), the second difference
+    centred on the neighbour. A row's median and its own tolerances in one pass, the
+    edges (which read the neighbours' rows) in a second; rows: serial or a RowBands."""
+    height = raw.shape[0]
+    cut8 = cut.view(np.uint8)  # bools as bytes: the loops vectorise
+    serial(_finite_rows, height, raw, finite_padded)
+    rows(_median_and_own_rows, height, raw, finite_padded, smooth_padded, sparse, sigma_at_1m, float(exponent), slope_per_px,
+         per_px, step_sigmas, kink_sigmas, outlier_sigmas, quantum, step_padded, kink_padded, cut8)
+    rows(_edges, height, smooth_padded, step_padded, kink_padded, cut8, inward, open_.view(np.uint8))
 
 
 @numba.njit(**_JIT)
@@ -256,74 +272,38 @@ def _finite_rows(y0, y1, raw, finite_padded):
 
 
 @numba.njit(**_JIT)
-def _median_rows(y0, y1, raw, finite_padded, smooth_padded, sparse):
-    width = raw.shape[1]
-    for y in range(y0, y1):
-        r0, r1, r2 = finite_padded[y], finite_padded[y + 1], finite_padded[y + 2]
-        row, out, few = raw[y], smooth_padded[y + 2], sparse[y]
-        for x in range(width):
-            m = _median9(r0[x], r0[x + 1], r0[x + 2], r1[x], r1[x + 1], r1[x + 2], r2[x], r2[x + 1], r2[x + 2])
-            empty = not m > 0
-            out[x + 2] = row[x] if empty else m
-            few[x] = 255 if empty else 0
-
-
-def depth_edge_cuts(raw, smooth_padded, sigma, slope_per_px, per_px, step_sigmas, kink_sigmas,
-                    outlier_sigmas, quantum, step_padded, kink_padded, cut, inward, open_, rows=serial):
-    """Step 1's cuts (segments_3d.SegmentMeasurer._smooth_and_cut) into cut (bool): no
-    valid depth; deeper than a 4-neighbour by more than the step tolerance, unless the
-    step repeats the one beyond it; far from its own median. smooth_padded: H+4 x W+4,
-    NaN in the 2 px border (no neighbour there). sigma: the noise's sigma at each pixel
-    of smooth_padded (an array of its shape), or a float, the sigma at 1 m of a noise
-    growing with z^2, taken per pixel as cv2.multiply(z, z, scale=sigma) computes it,
-    (sigma z) z: no image for it. step_padded and kink_padded: scratch of that shape, NaN
-    in the border, the tolerances written inside. Also open_ (bool): inward (mask_rings')
-    above 0 and not cut, the pixels step 2's components are made of, from each row as
-    its cuts are done.
-
-    Both tolerances are the neighbour's (the nearer pixel's, where there is a step): step
-    t(q) = fma(s, slope_per_px, fma(sigma, step_sigmas, 2 quantum)) and kink
-    k(q) = fma(s, per_px, fma(sigma, kink_sigmas, 4 quantum)), the second difference
-    centred on the neighbour."""
-    cut8 = cut.view(np.uint8)  # bools as bytes: the loops vectorise
-    terms = (slope_per_px, per_px, step_sigmas, kink_sigmas, outlier_sigmas, quantum, step_padded, kink_padded, cut8)
-    if np.ndim(sigma) == 0:
-        rows(_own_tolerances_squared, raw.shape[0], raw, smooth_padded, float(sigma), *terms)
-    else:
-        rows(_own_tolerances, raw.shape[0], raw, smooth_padded, sigma, *terms)
-    rows(_edges, raw.shape[0], smooth_padded, step_padded, kink_padded, cut8, inward, open_.view(np.uint8))
-
-
-@numba.njit(**_JIT)
-def _own_tolerances(y0, y1, raw, smooth_padded, sigma_padded, slope_per_px, per_px, step_sigmas, kink_sigmas,
-                    outlier_sigmas, quantum, step_padded, kink_padded, cut):
-    """The pixel's own: tolerances, no depth, an outlier; its sigma from sigma_padded."""
-    width = raw.shape[1]
-    slope, inv = np.float32(slope_per_px), np.float32(per_px)
-    step_s, kink_s, out_s = np.float32(step_sigmas), np.float32(kink_sigmas), np.float32(outlier_sigmas)
-    two_q, four_q = np.float32(2 * quantum), np.float32(4 * quantum)
-    for y in range(y0, y1):
-        p = y + 2
-        s, sig, t, k, row, out = smooth_padded[p], sigma_padded[p], step_padded[p], kink_padded[p], raw[y], cut[y]
-        for x in range(width):
-            t[x + 2], k[x + 2], out[x] = _own_pixel(s[x + 2], sig[x + 2], row[x], slope, inv, step_s, kink_s, out_s, two_q,
-                                                    four_q)
-
-
-@numba.njit(**_JIT)
-def _own_tolerances_squared(y0, y1, raw, smooth_padded, sigma_at_1m, slope_per_px, per_px, step_sigmas, kink_sigmas,
-                            outlier_sigmas, quantum, step_padded, kink_padded, cut):
-    """_own_tolerances with the sigma (sigma_at_1m z) z, computed here."""
+def _median_and_own_rows(y0, y1, raw, finite_padded, smooth_padded, sparse, sigma_at_1m, exponent, slope_per_px, per_px,
+                         step_sigmas, kink_sigmas, outlier_sigmas, quantum, step_padded, kink_padded, cut):
+    """Per row: its median, then the pixel's own tolerances, no depth, an outlier."""
     width = raw.shape[1]
     slope, inv, a = np.float32(slope_per_px), np.float32(per_px), np.float32(sigma_at_1m)
     step_s, kink_s, out_s = np.float32(step_sigmas), np.float32(kink_sigmas), np.float32(outlier_sigmas)
     two_q, four_q = np.float32(2 * quantum), np.float32(4 * quantum)
     for y in range(y0, y1):
-        p = y + 2
-        s, t, k, row, out = smooth_padded[p], step_padded[p], kink_padded[p], raw[y], cut[y]
+        r0, r1, r2 = finite_padded[y], finite_padded[y + 1], finite_padded[y + 2]
+        row, s, few = raw[y], smooth_padded[y + 2], sparse[y]
+        for x in range(width):
+            m = _median9(r0[x], r0[x + 1], r0[x + 2], r1[x], r1[x + 1], r1[x + 2], r2[x], r2[x + 1], r2[x + 2])
+            empty = not m > 0
+            s[x + 2] = row[x] if empty else m
+            few[x] = 255 if empty else 0
+        t, k, out = step_padded[y + 2], kink_padded[y + 2], cut[y]
         for x in range(width):
             z = s[x + 2]
-            t[x + 2], k[x + 2], out[x] = _own_pixel(z, (a * z) * z, row[x], slope, inv, step_s, kink_s, out_s, two_q, four_q)
+            t[x + 2], k[x + 2], out[x] = _own_pixel(z, _sigma(z, a, exponent), row[x], slope, inv, step_s, kink_s, out_s,
+                                                    two_q, four_q)
+
+
+@numba.njit(**_JIT)
+def _sigma(z, sigma_at_1m, exponent):
+    """DepthNoise.sigma at one depth, in float32 as numpy computes it there: (s z) z,
+    s z, or s z^e (libm's powf: numpy's float32 power may be its own SIMD one, which can
+    differ in the last bit)."""
+    if exponent == 2.0:
+        return (sigma_at_1m * z) * z
+    if exponent == 1.0:
+        return sigma_at_1m * z
+    return sigma_at_1m * z ** np.float32(exponent)
 
 
 @numba.njit(**_JIT)
@@ -1090,13 +1070,7 @@ def _window3_rows(y0, y1, depth_padded, reached_padded, reached_sum, reached_cou
 def _tolerance(z, slope_per_px, sigmas, sigma_at_1m, exponent, two_quantum):
     """segments_3d.SegmentMeasurer.step_tolerance at one depth, in float32 as numpy
     computes it there (DepthNoise.sigma's three forms)."""
-    if exponent == 2.0:
-        sigma = (sigma_at_1m * z) * z
-    elif exponent == 1.0:
-        sigma = sigma_at_1m * z
-    else:
-        sigma = sigma_at_1m * z ** np.float32(exponent)
-    return z * slope_per_px + sigmas * sigma + two_quantum
+    return z * slope_per_px + sigmas * _sigma(z, sigma_at_1m, exponent) + two_quantum
 
 
 @numba.njit(**_JIT)
