@@ -288,10 +288,16 @@ def _median_and_own_rows(y0, y1, raw, finite_padded, smooth_padded, sparse, sigm
             s[x + 2] = row[x] if empty else m
             few[x] = 255 if empty else 0
         t, k, out = step_padded[y + 2], kink_padded[y + 2], cut[y]
-        for x in range(width):
-            z = s[x + 2]
-            t[x + 2], k[x + 2], out[x] = _own_pixel(z, _sigma(z, a, exponent), row[x], slope, inv, step_s, kink_s, out_s,
-                                                    two_q, four_q)
+        if exponent == 2.0:  # the usual model: its own loop, which vectorises
+            for x in range(width):
+                z = s[x + 2]
+                t[x + 2], k[x + 2], out[x] = _own_pixel(z, (a * z) * z, row[x], slope, inv, step_s, kink_s, out_s, two_q,
+                                                        four_q)
+        else:
+            for x in range(width):
+                z = s[x + 2]
+                t[x + 2], k[x + 2], out[x] = _own_pixel(z, _sigma(z, a, exponent), row[x], slope, inv, step_s, kink_s,
+                                                        out_s, two_q, four_q)
 
 
 @numba.njit(**_JIT)
