@@ -281,6 +281,26 @@ def test_pipeline_measures_segments_in_3d_from_matched_depth(tiny_predictor, typ
     assert "no depth image within sync_slop" in warnings[-1] and pipeline.stats.without_3d["front"] == 1
 
 
+def test_depth_threads_set_the_measurers_bands_and_change_no_box(tiny_predictor, typestore):
+    """The node's depth_threads reaches each camera's measurer; the boxes are the same."""
+    side = SideInputs(["front"], slop=0.01, depth=True)
+    side.camera_info["front"].put(make_camera_info(typestore, make_header(typestore, 7, 0), 40, 30))
+    depth = np.full((40, 30), 2000)
+    depth[10:30, 5:20] = 1500  # something nearer than the wall
+    side.depth["front"].put(depth_message(typestore, depth, nanosec=3_000_000))
+    frame = Frame("front", rgb_message(typestore, np.full((40, 30, 3), 90, np.uint8), sec=7), 0.0)
+    boxes = {}
+    for threads in (1, 3):
+        pipeline = FramePipeline(tiny_predictor, messages.RosbagsFactory(typestore), warn=lambda m: None, depth_threads=threads)
+        (out,) = pipeline.process([frame], side_inputs=side)
+        assert pipeline._measurers["front"]._rows.threads == threads
+        boxes[threads] = [(s.center_3d.x, s.center_3d.y, s.center_3d.z, s.size_3d.x, s.depth_points) for s in out.segments.segments]
+    assert boxes[1] == boxes[3] and any(b[-1] > 0 for b in boxes[1])
+    assert NodeParameters.from_mapping({"weights": "random"}).depth_threads == 2
+    with pytest.raises(ParameterError, match="depth_threads"):
+        NodeParameters.from_mapping({"weights": "random", "depth_threads": 0})
+
+
 @pytest.mark.parametrize(
     "depth, info_fx, reason",
     [

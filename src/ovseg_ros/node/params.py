@@ -84,6 +84,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "depth_noise", ["realsense_d415"], "depth noise per camera (one entry for all, or one per camera): a preset "
         "(realsense_d415, realsense_d435, realsense_d455) or 'SIGMA_AT_1M,EXPONENT[,QUANTUM]' in metres",
     ),
+    ParameterSpec("depth_threads", 2, "threads the 3D step's loops run on, in bands of rows (1: the frame's own thread "
+                  "only; the boxes are the same for any number)", minimum=1, maximum=16),
     ParameterSpec("points_decimation", 2, "the labelled point cloud keeps every n-th pixel in each direction", minimum=1, maximum=16),
     ParameterSpec("publish_overlay", True, "publish the rgb8 overlay (rendered only while someone subscribes)"),
     ParameterSpec("max_batch", 4, "largest number of cameras' frames run as one batch", minimum=1, maximum=16),
@@ -148,6 +150,7 @@ class NodeParameters:
     use_depth: bool = False
     mask_margin: int = 3
     depth_noise: tuple[str, ...] = ("realsense_d415",)
+    depth_threads: int = 2
     points_decimation: int = 2
     publish_overlay: bool = True
     max_batch: int = 4

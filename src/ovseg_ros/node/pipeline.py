@@ -95,6 +95,7 @@ class FramePipeline:
         with_detections: bool = True,
         clock=time.monotonic,
         mask_margin: int = 3,
+        depth_threads: int = 2,
         points_decimation: int = 2,
         depth_noise: Mapping[str, DepthNoise] | DepthNoise = DepthNoise(),
         max_pixels: int = MAX_PIXELS,
@@ -109,6 +110,7 @@ class FramePipeline:
         self.clock = clock
         self.stats = PipelineStats()
         self.mask_margin, self.points_decimation = mask_margin, points_decimation
+        self.depth_threads = depth_threads  # each camera's measurer's bands of rows
         self.depth_noise = depth_noise  # per camera, or one model for all
         self.max_pixels = max_pixels
         self.tracking = tracking
@@ -222,7 +224,8 @@ class FramePipeline:
         measurer = self._measurers.get(camera)
         if measurer is None:
             noise = self.depth_noise if isinstance(self.depth_noise, DepthNoise) else self.depth_noise.get(camera, DepthNoise())
-            measurer = self._measurers[camera] = SegmentMeasurer(noise=noise, mask_margin=self.mask_margin)
+            measurer = SegmentMeasurer(noise=noise, mask_margin=self.mask_margin, threads=self.depth_threads)
+            self._measurers[camera] = measurer
         geometry: SegmentGeometry = measurer(prediction.panoptic, depth, intrinsics, len(prediction.segments))
         self.stats.in_3d[camera] += 1
         if not with_cloud:

@@ -226,7 +226,8 @@ class OvsegNode(LifecycleNode):
             self.get_logger().warning("device auto: no CUDA device found, running on the CPU (expect seconds per frame)")
         self.pipeline = FramePipeline(
             self.predictor, self.factory, warn=self.get_logger().warning, with_detections=Detection2DArray is not None,
-            mask_margin=p.mask_margin, points_decimation=p.points_decimation, depth_noise=p.depth_noise_by_camera,
+            mask_margin=p.mask_margin, depth_threads=p.depth_threads, points_decimation=p.points_decimation,
+            depth_noise=p.depth_noise_by_camera,
             max_pixels=p.max_image_pixels, tracking=p.tracker_config, publish_embeddings=p.publish_embeddings,
         )
         self._mirror_vocabulary_parameters()
