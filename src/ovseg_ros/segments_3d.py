@@ -71,6 +71,7 @@ from ovseg_ros.segments_3d_kernels import (
     median_and_cuts,
     nearer_outside,
     outside_nearby,
+    quantile_ranks,
     reach_outwards,
     reached_sums,
     segment_surfaces,
@@ -403,19 +404,15 @@ def _quantiles(segs: np.ndarray, xyz: np.ndarray, counts: np.ndarray, cut: np.nd
     origin = xyz.min(axis=1).astype(np.float64)
     span = xyz.max(axis=1).astype(np.float64) - origin
     step = np.maximum(resolution, span * n / 2**30)
+    counts = counts.astype(np.int64, copy=False)
+    below, above, fraction = quantile_ranks(counts, np.asarray(cut, np.float64))  # [low end, high end] x segment
     if select == "extremes":
-        from_bottom, from_top, fraction, depth = extreme_ranks(counts.astype(np.int64, copy=False), cut)
+        from_bottom, from_top, depth = extreme_ranks(counts, below, above)
         lowest, highest = np.full((3, n, depth), np.iinfo(np.int32).max, np.int32), np.full((3, n, depth), -1, np.int32)
         extreme_keys(segment, xyz, origin.astype(np.float32), (1 / step).astype(np.float32), lowest, highest, rows)
         low, high = np.empty((n, 3)), np.empty((n, 3))
         extreme_ends(lowest, highest, from_bottom, from_top, fraction, step, origin, low, high)
         return low, high
-    start = np.cumsum(counts) - counts  # where each segment's values begin once sorted
-    positions = np.stack([start + cut, start + counts - 1 - cut])  # [2, n]
-    last = max(int(start[-1] + counts[-1]) - 1, 0)
-    below = np.clip(np.floor(positions).astype(np.int64), 0, last)
-    above = np.clip(np.ceil(positions).astype(np.int64), 0, last)
-    fraction = positions - np.floor(positions)
     ranks_needed = np.unique(np.concatenate([below.ravel(), above.ravel()])) if select == "partition" else None
     out = np.empty((2, n, 3), np.float64)
     for axis in range(3):  # three axes, not segments or pixels

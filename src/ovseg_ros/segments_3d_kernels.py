@@ -101,13 +101,14 @@ class RowBands:
 
     def __call__(self, loop, size, *args):
         bands = min(self.threads, size)
-        share = self.shares.get(loop, 1 / bands) if bands > 1 else 1.0
-        if share >= self.MAX_SHARE and bands > 1:
-            calls = self._serial_calls[loop] = self._serial_calls.get(loop, 0) + 1
-            if calls >= self.PROBE_EVERY:  # one call on bands: a gain keeps it there
-                self._serial_calls[loop], self._no_gain[loop], share = 0, self.NO_GAIN_CALLS - 1, 1 / bands
-        if bands < 2 or share >= self.MAX_SHARE:
+        if bands < 2:
             return serial(loop, size, *args)
+        share = self.shares.get(loop, 1 / bands)
+        if share >= self.MAX_SHARE:  # on the calling thread alone, but for one call on bands now and then
+            calls = self._serial_calls[loop] = self._serial_calls.get(loop, 0) + 1
+            if calls < self.PROBE_EVERY:
+                return serial(loop, size, *args)
+            self._serial_calls[loop], self._no_gain[loop], share = 0, self.NO_GAIN_CALLS - 1, 1 / bands  # a gain keeps it
         if self._pid != os.getpid():  # first use, or a forked child: the parent's workers are not here
             self._workers, self._pid = [_BandWorker() for _ in range(self.threads - 1)], os.getpid()
         first = min(max(round(size * share), 1), size - bands + 1)  # every band at least one item
@@ -649,43 +650,54 @@ _RING_STEPS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1,
 
 
 @numba.njit(**_JIT)
-def extreme_ranks(counts, cut):
-    """segments_3d._quantiles' ranks for extreme_keys: per segment the ranks below and
-    above its low end counted from its smallest value (from_bottom, [2, n]) and those of
-    its high end from its largest (from_top), the ends' fractions between them ([2, n]),
-    and how many extremes each way the tables need (depth). As numpy computes them:
-    positions start + cut and start + count - 1 - cut (float64), floored and ceiled
-    within all points, clipped to the tables."""
+def quantile_ranks(counts, cut):
+    """segments_3d._quantiles' ranks: per segment, with its values sorted after those of
+    the segments before it, the positions of its low end (start + cut) and its high end
+    (start + count - 1 - cut), float64, floored and ceiled within all values (below,
+    above: int64 [2, n], row 0 the low end) and the fractions between them ([2, n])."""
     n = counts.size
-    from_bottom, from_top = np.empty((2, n), np.int64), np.empty((2, n), np.int64)
+    below, above = np.empty((2, n), np.int64), np.empty((2, n), np.int64)
     fraction = np.empty((2, n), np.float64)
     last = max(np.sum(counts) - 1, 0)
-    start, depth = 0, 0
+    start = 0
     for s in range(n):
         for end in range(2):
             position = start + cut[s] if end == 0 else (start + counts[s] - 1) - cut[s]
-            below = min(max(np.int64(np.floor(position)), 0), last)
-            above = min(max(np.int64(np.ceil(position)), 0), last)
+            below[end, s] = min(max(np.int64(np.floor(position)), 0), last)
+            above[end, s] = min(max(np.int64(np.ceil(position)), 0), last)
             fraction[end, s] = position - np.floor(position)
-            if end == 0:
-                from_bottom[0, s], from_bottom[1, s] = below - start, above - start
-            else:
-                from_top[0, s], from_top[1, s] = start + counts[s] - 1 - below, start + counts[s] - 1 - above
+        start += counts[s]
+    return below, above, fraction
+
+
+@numba.njit(**_JIT)
+def extreme_ranks(counts, below, above):
+    """quantile_ranks' positions as extreme_keys' tables hold them: per segment the low
+    end's ranks (below, above) counted from its smallest value (from_bottom, [2, n]) and
+    the high end's from its largest (from_top), and how many extremes each way the tables
+    need (depth); a segment without points gets any row."""
+    n = counts.size
+    from_bottom, from_top = np.empty((2, n), np.int64), np.empty((2, n), np.int64)
+    start, depth = 0, 0
+    for s in range(n):
+        from_bottom[0, s], from_bottom[1, s] = below[0, s] - start, above[0, s] - start
+        top = start + counts[s] - 1
+        from_top[0, s], from_top[1, s] = top - below[1, s], top - above[1, s]
         if counts[s] > 0:
             depth = max(depth, from_bottom[0, s], from_bottom[1, s], from_top[0, s], from_top[1, s])
         start += counts[s]
     depth += 1
     for k in range(2):
-        for s in range(n):  # a segment without points: any row
+        for s in range(n):
             from_bottom[k, s] = min(max(from_bottom[k, s], 0), depth - 1)
             from_top[k, s] = min(max(from_top[k, s], 0), depth - 1)
-    return from_bottom, from_top, fraction, depth
+    return from_bottom, from_top, depth
 
 
 @numba.njit(**_JIT)
 def extreme_ends(lowest, highest, from_bottom, from_top, fraction, step, origin, low, high):
     """The box ends ([n, 3] float64 into low and high) from extreme_keys' tables at
-    extreme_ranks' ranks: between the keys below and above each end by its fraction, in
+    extreme_ranks' ranks (fraction: quantile_ranks'): between the keys below and above each end by its fraction, in
     metres, as numpy computes (key_below + fraction (key_above - key_below) + 0.5) step +
     origin."""
     for axis in range(3):
