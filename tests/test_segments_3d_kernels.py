@@ -96,11 +96,11 @@ def test_median_and_cuts_equal_their_opencv_definition(shape, noise):
     smooth_padded, step_padded, kink_padded = (np.full((height + 4, width + 4), np.nan, np.float32) for _ in range(3))
     sparse, cut = np.empty(shape, np.uint8), np.empty(shape, bool)
     inward, open_ = np.random.default_rng(height).integers(0, 5, shape).astype(np.uint8), np.empty(shape, bool)
+    want_smooth, want_sparse, want_cut = reference(raw, noise, slope_per_px, per_px)
     for rows in (serial, RowBands(2)):
         median_and_cuts(raw, np.empty((height + 2, width + 2), np.float32), smooth_padded, sparse, noise.sigma_at_1m,
                         noise.exponent, slope_per_px, per_px, MEDIAN_STEP_SIGMAS, KINK_SIGMAS, OUTLIER_SIGMAS, noise.quantum,
                         step_padded, kink_padded, cut, inward, open_, rows)
-        want_smooth, want_sparse, want_cut = reference(raw, noise, slope_per_px, per_px)
         assert np.array_equal(smooth_padded[2:-2, 2:-2], want_smooth, equal_nan=True)
         assert np.isnan(smooth_padded[:2]).all() and np.isnan(smooth_padded[:, -2:]).all()
         assert np.array_equal(sparse != 0, want_sparse) and set(np.unique(sparse)) <= {0, 255}
